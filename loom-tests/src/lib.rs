@@ -1,0 +1,115 @@
+//! Helpers for the loom models in `tests/`: run a model with an explicit
+//! preemption bound and report how long it took, or show that loom rejects
+//! a deliberately broken one.
+//!
+//! Everything here exists only under `RUSTFLAGS="--cfg loom"`.
+#![cfg(loom)]
+
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+/// Runs `model` over every interleaving loom explores with at most
+/// `preemption_bound` preemptions (unless `LOOM_MAX_PREEMPTIONS` asks for
+/// another bound), and prints the bound, the number of executions and the
+/// time taken.
+pub fn check(name: &str, preemption_bound: usize, model: impl Fn() + Sync + Send + 'static) {
+    let (executions, elapsed, outcome) = run(preemption_bound, model);
+    let bound = effective_bound(preemption_bound);
+    if let Err(panic) = outcome {
+        eprintln!("loom model {name}: FAILED after {executions} executions (bound {bound})");
+        panic::resume_unwind(panic);
+    }
+    eprintln!(
+        "loom model {name}: passed, preemption bound {bound}, {executions} executions, {:.2?}",
+        elapsed
+    );
+}
+
+/// Runs a deliberately broken `model` and asserts that loom rejects it with
+/// a panic whose message contains `expected`. A broken model that passes
+/// means the real model next to it proves nothing, so this fails the test.
+pub fn assert_rejected(
+    name: &str,
+    preemption_bound: usize,
+    expected: &str,
+    model: impl Fn() + Sync + Send + 'static,
+) {
+    silence_expected_panics();
+    EXPECTING_PANIC.with(|flag| flag.set(true));
+    let (executions, elapsed, outcome) = run(preemption_bound, model);
+    EXPECTING_PANIC.with(|flag| flag.set(false));
+    let bound = effective_bound(preemption_bound);
+    let panic = match outcome {
+        Ok(()) => panic!(
+            "broken model {name} PASSED under loom (bound {bound}, {executions} executions): \
+             it no longer demonstrates its bug"
+        ),
+        Err(panic) => panic,
+    };
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("<non-string panic>");
+    assert!(
+        message.contains(expected),
+        "broken model {name} was rejected for the wrong reason: {message:?} (wanted {expected:?})"
+    );
+    eprintln!(
+        "loom model {name}: rejected as it should be, at execution {executions} \
+         (bound {bound}, {:.2?}): {}",
+        elapsed,
+        message.lines().next().unwrap_or("")
+    );
+}
+
+fn effective_bound(preemption_bound: usize) -> usize {
+    std::env::var("LOOM_MAX_PREEMPTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(preemption_bound)
+}
+
+type Outcome = Result<(), Box<dyn std::any::Any + Send>>;
+
+fn run(
+    preemption_bound: usize,
+    model: impl Fn() + Sync + Send + 'static,
+) -> (usize, std::time::Duration, Outcome) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(effective_bound(preemption_bound));
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&executions);
+    let start = Instant::now();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        builder.check(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            model();
+        })
+    }));
+    (executions.load(Ordering::Relaxed), start.elapsed(), outcome)
+}
+
+thread_local! {
+    /// Set while this OS thread runs a broken model. loom runs every model
+    /// thread as a coroutine on the thread that called `check`, so this
+    /// silences exactly the panics we expect and no other test's.
+    static EXPECTING_PANIC: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps the expected panic of a broken model (and its backtrace) out of
+/// the output; `assert_rejected` prints its first line instead.
+fn silence_expected_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !EXPECTING_PANIC.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}

@@ -1,0 +1,227 @@
+//! Deliberately broken models: TiDB's historic `SQLKiller` bugs (SPEC §1),
+//! each ported to a few lines of loom, each rejected by loom.
+//!
+//! Every test here passes *only because loom finds the bug*: if a broken
+//! model ever passes, the real model next to it (in `signal.rs`) proves
+//! nothing, and `assert_rejected` fails the test. The ports keep the Go
+//! shape (`Signal uint32`, plain fields, `Reset` as separate steps) so a TiDB
+//! engineer can match them line by line.
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+use sqlkiller::{KillSignal, SqlKiller};
+use sqlkiller_loom_tests::assert_rejected;
+
+const QUERY_INTERRUPTED: u32 = 1;
+const MAX_EXEC_TIME_EXCEEDED: u32 = 2;
+
+/// A plain (non-atomic) Go field: loom tracks every access through an
+/// `UnsafeCell` and reports any two that are not ordered by happens-before.
+/// The value travels in a relaxed atomic so no `unsafe` is needed to read it.
+struct PlainField {
+    access: UnsafeCell<()>,
+    value: AtomicU64,
+}
+
+impl PlainField {
+    fn new(value: u64) -> Self {
+        PlainField {
+            access: UnsafeCell::new(()),
+            value: AtomicU64::new(value),
+        }
+    }
+    fn read(&self) -> u64 {
+        self.access.with(|_| self.value.load(Relaxed))
+    }
+    fn write(&self, value: u64) {
+        self.access.with_mut(|_| self.value.store(value, Relaxed))
+    }
+}
+
+/// TiDB #55467: `SendKillSignal` logged the plain field `ConnID` while
+/// `ResetContextOfStmt` wrote it. Go's race detector caught it in
+/// `TestTiFlashBatchKill`; loom reports the same unordered accesses.
+/// Fixed model: `signal::seed_55467_conn_id_races_reset`.
+#[test]
+fn broken_55467_plain_conn_id() {
+    assert_rejected(
+        "broken_55467_plain_conn_id",
+        2,
+        "Causality violation",
+        || {
+            struct GoKiller {
+                signal: AtomicU32,
+                conn_id: PlainField,
+            }
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                conn_id: PlainField::new(1),
+            });
+            let k = Arc::clone(&killer);
+            let t = thread::spawn(move || {
+                // SendKillSignal
+                if k.signal
+                    .compare_exchange(0, QUERY_INTERRUPTED, AcqRel, Acquire)
+                    .is_ok()
+                {
+                    let _logged = k.conn_id.read(); // zap.Uint64("connection ID", killer.ConnID)
+                }
+            });
+            // ResetContextOfStmt
+            killer.conn_id.write(2);
+            killer.signal.store(0, Release);
+            t.join().unwrap();
+        },
+    );
+}
+
+/// TiDB #70545: after winning its CAS, `SendKillSignal` re-loaded the signal
+/// to build its log message; a `Reset` in between cleared it, the error
+/// lookup returned nil and logging panicked — the KILL statement failed.
+/// Fixed model: `signal::kill_races_reset` (the winner keeps the signal it
+/// wrote, and `reset` waits for it to publish).
+#[test]
+fn broken_70545_reload_after_cas() {
+    assert_rejected("broken_70545_reload_after_cas", 2, "nil kill error", || {
+        fn kill_error(status: u32) -> Option<&'static str> {
+            (status != 0).then_some("Query execution was interrupted")
+        }
+        let signal = Arc::new(AtomicU32::new(0));
+        let s = Arc::clone(&signal);
+        let t = thread::spawn(move || {
+            if s.compare_exchange(0, QUERY_INTERRUPTED, AcqRel, Acquire)
+                .is_ok()
+            {
+                let status = s.load(Acquire); // the re-load
+                let err = kill_error(status).expect("nil kill error: Reset cleared the signal");
+                let _log = err.len();
+            }
+        });
+        signal.swap(0, AcqRel); // Reset
+        t.join().unwrap();
+    });
+}
+
+/// TiDB #70545 / PR #70557: `Reset` was a load then a separate store. A
+/// kill that lands between them returns "sent" but is neither reported by
+/// `Reset` nor visible to the next statement: a lost kill.
+/// Fixed model: `signal::kill_races_reset` (one CAS from the state read).
+#[test]
+fn broken_reset_as_load_then_store() {
+    assert_rejected("broken_reset_as_load_then_store", 2, "lost kill", || {
+        let signal = Arc::new(AtomicU32::new(0));
+        let s = Arc::clone(&signal);
+        let t = thread::spawn(move || {
+            s.compare_exchange(0, MAX_EXEC_TIME_EXCEEDED, AcqRel, Acquire)
+                .is_ok()
+        });
+        // Reset: log "kill finished" if set, then clear.
+        let cleared = signal.load(Acquire);
+        signal.store(0, Release);
+        let sent = t.join().unwrap();
+        let carried = signal.load(Acquire);
+        if sent {
+            assert!(
+                cleared == MAX_EXEC_TIME_EXCEEDED || carried == MAX_EXEC_TIME_EXCEEDED,
+                "lost kill: Sent, but neither reset nor the next statement saw it"
+            );
+        }
+    });
+}
+
+/// The classic stale kill (MySQL, PostgreSQL and TiDB alike): a `KILL QUERY`
+/// for statement N checks "is N still running?" and then sends a plain
+/// kill; the owner moves to N+1 in between and the kill hits N+1. Written
+/// against the real crate, misused: check-then-act instead of
+/// `kill_statement`. Fixed model: `signal::kill_statement_races_reset`.
+#[test]
+fn broken_stale_kill_check_then_act() {
+    assert_rejected(
+        "broken_stale_kill_check_then_act",
+        2,
+        "next statement was killed",
+        || {
+            let killer = Arc::new(SqlKiller::new());
+            let target = killer.statement();
+            let k = Arc::clone(&killer);
+            let t = thread::spawn(move || {
+                if k.statement() == target {
+                    k.send_kill_signal(KillSignal::QueryInterrupted);
+                }
+            });
+            killer.reset(); // statement N ends; N+1 starts
+            t.join().unwrap();
+            assert_eq!(
+                killer.kill_signal(),
+                None,
+                "stale KILL QUERY: the next statement was killed"
+            );
+        },
+    );
+}
+
+/// TiDB's `SendKillSignalWithKillEventReason` writes `desc` under the event
+/// mutex *before* the signal CAS, so a losing killer overwrites the winner's
+/// reason: the error pairs one kill's signal with another's reason (I4).
+/// Fixed model: `signal::reason_travels_with_signal`.
+#[test]
+fn broken_reason_written_before_cas() {
+    assert_rejected("broken_reason_written_before_cas", 2, "torn reason", || {
+        struct GoKiller {
+            signal: AtomicU32,
+            desc: Mutex<&'static str>,
+        }
+        let killer = Arc::new(GoKiller {
+            signal: AtomicU32::new(0),
+            desc: Mutex::new(""),
+        });
+        let spawn = |signal: u32, desc: &'static str| {
+            let k = Arc::clone(&killer);
+            thread::spawn(move || {
+                *k.desc.lock().unwrap() = desc;
+                let _ = k.signal.compare_exchange(0, signal, AcqRel, Acquire);
+            })
+        };
+        let a = spawn(QUERY_INTERRUPTED, "from killer 1");
+        let b = spawn(MAX_EXEC_TIME_EXCEEDED, "from killer 2");
+        a.join().unwrap();
+        b.join().unwrap();
+        let signal = killer.signal.load(Acquire);
+        let desc = *killer.desc.lock().unwrap();
+        let expected = if signal == QUERY_INTERRUPTED {
+            "from killer 1"
+        } else {
+            "from killer 2"
+        };
+        assert_eq!(
+            desc, expected,
+            "torn reason: signal {signal} carries {desc:?}"
+        );
+    });
+}
+
+/// I1's bug: a kill that checks "not killed yet" with a load and then
+/// stores its signal lets two killers both believe they won.
+/// Fixed models: `signal::two_killers_race`, `signal::three_killers_race`.
+#[test]
+fn broken_kill_as_load_then_store() {
+    assert_rejected("broken_kill_as_load_then_store", 2, "two winners", || {
+        let signal = Arc::new(AtomicU32::new(0));
+        let kill = |s: &AtomicU32, sig: u32| {
+            if s.load(Acquire) == 0 {
+                s.store(sig, Release);
+                true
+            } else {
+                false
+            }
+        };
+        let s = Arc::clone(&signal);
+        let t = thread::spawn(move || kill(&s, QUERY_INTERRUPTED));
+        let mine = kill(&signal, MAX_EXEC_TIME_EXCEEDED);
+        let theirs = t.join().unwrap();
+        assert!(!(mine && theirs), "two winners for one statement");
+    });
+}

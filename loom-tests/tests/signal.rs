@@ -1,0 +1,214 @@
+//! Models of the signal itself (SPEC §5, I1–I6) on the real `SqlKiller`.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicBool, Ordering::*};
+use loom::sync::Arc;
+use loom::thread;
+use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
+use sqlkiller_loom_tests::check;
+
+use KillSignal::*;
+
+/// I1: two killers race for one statement. Exactly one gets `Sent`, the other
+/// `AlreadyKilled` with the winner's signal, and the owner sees the winner.
+#[test]
+fn two_killers_race() {
+    check("two_killers_race", 3, || {
+        let killer = Arc::new(SqlKiller::new());
+        let other = Arc::clone(&killer);
+        let t = thread::spawn(move || other.send_kill_signal(QueryInterrupted));
+        let mine = killer.send_kill_signal(MaxExecTimeExceeded);
+        let theirs = t.join().unwrap();
+        let winner = match (mine, theirs) {
+            (KillOutcome::Sent, KillOutcome::AlreadyKilled(w)) => {
+                assert_eq!(w, MaxExecTimeExceeded);
+                w
+            }
+            (KillOutcome::AlreadyKilled(w), KillOutcome::Sent) => {
+                assert_eq!(w, QueryInterrupted);
+                w
+            }
+            other => panic!("not exactly one winner: {other:?}"),
+        };
+        assert_eq!(killer.kill_signal(), Some(winner));
+        assert_eq!(killer.handle_signal().unwrap_err().signal(), winner);
+    });
+}
+
+/// I1 with three killers: one `Sent`, two `AlreadyKilled(winner)`.
+#[test]
+fn three_killers_race() {
+    check("three_killers_race", 2, || {
+        let killer = Arc::new(SqlKiller::new());
+        let spawn = |signal| {
+            let k = Arc::clone(&killer);
+            thread::spawn(move || (signal, k.send_kill_signal(signal)))
+        };
+        let a = spawn(QueryInterrupted);
+        let b = spawn(QueryMemoryExceeded);
+        let outcomes = [
+            (
+                ServerMemoryExceeded,
+                killer.send_kill_signal(ServerMemoryExceeded),
+            ),
+            a.join().unwrap(),
+            b.join().unwrap(),
+        ];
+        let winners: Vec<_> = outcomes
+            .iter()
+            .filter(|(_, o)| *o == KillOutcome::Sent)
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        let winner = winners[0];
+        for (signal, outcome) in outcomes {
+            if signal != winner {
+                assert_eq!(outcome, KillOutcome::AlreadyKilled(winner));
+            }
+        }
+        assert_eq!(killer.handle_signal().unwrap_err().signal(), winner);
+    });
+}
+
+/// I2: a kill that returned `Sent` before the check started (joined) is seen.
+#[test]
+fn kill_then_check() {
+    check("kill_then_check", 3, || {
+        let killer = Arc::new(SqlKiller::new());
+        let k = Arc::clone(&killer);
+        let t = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
+        assert_eq!(t.join().unwrap(), KillOutcome::Sent);
+        assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+    });
+}
+
+/// I2: the owner checks while the kill is in flight. A check that starts
+/// after the killer announced `Sent` (through a flag) must fail, and any
+/// failing check reports the killer's signal.
+#[test]
+fn kill_races_check() {
+    check("kill_races_check", 3, || {
+        let killer = Arc::new(SqlKiller::new());
+        let announced = Arc::new(AtomicBool::new(false));
+        let (k, a) = (Arc::clone(&killer), Arc::clone(&announced));
+        let t = thread::spawn(move || {
+            assert_eq!(k.send_kill_signal(MaxExecTimeExceeded), KillOutcome::Sent);
+            a.store(true, Release);
+        });
+        for _ in 0..2 {
+            let was_announced = announced.load(Acquire);
+            match killer.handle_signal() {
+                Ok(()) => assert!(!was_announced, "a Sent kill was missed by a later check"),
+                Err(err) => assert_eq!(err, KillError::MaxExecTimeExceeded),
+            }
+        }
+        t.join().unwrap();
+        assert!(killer.handle_signal().is_err());
+    });
+}
+
+/// I3: a `KILL QUERY` aimed at statement g races the owner's `reset`. It
+/// kills g (and `reset` reports it) or is `Stale`; statement g+1 is never
+/// touched. Would have caught the classic stale kill.
+#[test]
+fn kill_statement_races_reset() {
+    check("kill_statement_races_reset", 3, || {
+        let killer = Arc::new(SqlKiller::new());
+        let target = killer.statement();
+        let k = Arc::clone(&killer);
+        let t = thread::spawn(move || k.kill_statement(target, QueryInterrupted));
+        let cleared = killer.reset();
+        let outcome = t.join().unwrap();
+        match outcome {
+            KillOutcome::Sent => assert_eq!(cleared, Some(QueryInterrupted)),
+            KillOutcome::Stale => assert_eq!(cleared, None),
+            KillOutcome::AlreadyKilled(_) => panic!("nobody else killed"),
+        }
+        assert_ne!(killer.statement(), target);
+        assert_eq!(killer.kill_signal(), None, "the next statement was killed");
+        assert!(killer.handle_signal().is_ok());
+    });
+}
+
+/// I3 + I6: a plain kill races `reset`. It lands on exactly one generation:
+/// either `reset` returns it, or the new statement carries it. `reset`
+/// terminates even when it has to wait for the kill to publish. Would have
+/// caught TiDB #70545's lost kill (reset as a load then a store).
+#[test]
+fn kill_races_reset() {
+    check("kill_races_reset", 3, || {
+        let killer = Arc::new(SqlKiller::new());
+        let k = Arc::clone(&killer);
+        let t = thread::spawn(move || k.send_kill_signal(ServerMemoryExceeded));
+        let cleared = killer.reset();
+        assert_eq!(t.join().unwrap(), KillOutcome::Sent);
+        let carried = killer.kill_signal();
+        match (cleared, carried) {
+            (Some(ServerMemoryExceeded), None) | (None, Some(ServerMemoryExceeded)) => {}
+            other => panic!("kill landed on {other:?} (cleared, carried)"),
+        }
+    });
+}
+
+/// I4: two killers with different reasons race while the owner checks and
+/// resets. Every error carries the reason of its own kill: never the other
+/// killer's, never an empty one, never one from before the reset.
+#[test]
+fn reason_travels_with_signal() {
+    check("reason_travels_with_signal", 2, || {
+        let killer = Arc::new(SqlKiller::new());
+        let spawn = |signal, reason: &'static str| {
+            let k = Arc::clone(&killer);
+            thread::spawn(move || k.send_kill_signal_with_reason(signal, reason))
+        };
+        let a = spawn(KilledByMemArbitrator, "pool exhausted");
+        let b = spawn(RunawayQueryExceeded, "exec elapsed");
+        for round in 0..2 {
+            if let Err(err) = killer.handle_signal() {
+                assert_consistent(&err);
+            }
+            if round == 0 {
+                killer.reset();
+            }
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+        if let Err(err) = killer.handle_signal() {
+            assert_consistent(&err);
+        }
+    });
+
+    fn assert_consistent(err: &KillError) {
+        match err {
+            KillError::KilledByMemArbitrator { reason, .. } => assert_eq!(reason, "pool exhausted"),
+            KillError::RunawayQueryExceeded { detail } => assert_eq!(detail, "exec elapsed"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// I5, the seed (TiDB #55467): the owner sets the connection id and resets
+/// for the next statement (`ResetContextOfStmt`) while a killer logs the
+/// connection id and builds the error (`SendKillSignal`). Every access is
+/// atomic, so loom's causality checks pass; the error names a connection id
+/// that was really set.
+#[test]
+fn seed_55467_conn_id_races_reset() {
+    check("seed_55467_conn_id_races_reset", 3, || {
+        let killer = Arc::new(SqlKiller::new());
+        killer.set_conn_id(1);
+        let k = Arc::clone(&killer);
+        let t = thread::spawn(move || {
+            k.send_kill_signal(QueryMemoryExceeded);
+            let logged = k.conn_id(); // the log line of SendKillSignal
+            assert!(logged == 1 || logged == 2);
+            if let Err(KillError::QueryMemoryExceeded { conn_id }) = k.handle_signal() {
+                assert!(conn_id == 1 || conn_id == 2);
+            }
+        });
+        killer.set_conn_id(2); // ResetContextOfStmt
+        killer.reset();
+        t.join().unwrap();
+        assert_eq!(killer.conn_id(), 2);
+    });
+}

@@ -1,0 +1,461 @@
+//! `SqlKiller`: the signal itself — kill, check, reset — on the state word of `state.rs`.
+
+use crossbeam_utils::CachePadded;
+
+use crate::log;
+use crate::loom::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use crate::loom::{lock, Backoff, Mutex};
+use crate::side::SideTable;
+use crate::state::State;
+use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId};
+
+/// The query killer of one SQL session.
+///
+/// The session thread (the *owner*) calls [`handle_signal`] at checkpoints
+/// and [`reset`] at every statement boundary; any other thread (a `KILL
+/// QUERY` handler, a watchdog, a memory arbitrator) calls
+/// [`send_kill_signal`] or [`kill_statement`]. Share it by reference or
+/// `Arc`; it needs no extra locking.
+///
+/// The hot path, [`handle_signal`] when nothing happened, is one atomic load
+/// and a mask test.
+///
+/// [`handle_signal`]: SqlKiller::handle_signal
+/// [`reset`]: SqlKiller::reset
+/// [`send_kill_signal`]: SqlKiller::send_kill_signal
+/// [`kill_statement`]: SqlKiller::kill_statement
+///
+/// ```
+/// use std::sync::Arc;
+/// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+///
+/// let killer = Arc::new(SqlKiller::new());
+/// killer.set_conn_id(7);
+///
+/// // A KILL QUERY from another connection's thread.
+/// let handler = Arc::clone(&killer);
+/// std::thread::spawn(move || handler.send_kill_signal(KillSignal::QueryInterrupted))
+///     .join()
+///     .unwrap();
+///
+/// // The session notices at its next checkpoint...
+/// let err = killer.handle_signal().unwrap_err();
+/// assert_eq!(err.code(), 1317);
+/// // ...and the statement boundary clears it.
+/// assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
+/// assert!(killer.handle_signal().is_ok());
+/// ```
+pub struct SqlKiller {
+    /// The state word of `state.rs`, alone on its cache line: killers of
+    /// other sessions never write near it, and the owner's checks never
+    /// share a line with anyone else's writes.
+    pub(crate) state: CachePadded<AtomicU64>,
+    /// The connection id (TiDB `ConnID`): an atomic, never a plain field (TiDB #55467).
+    conn_id: AtomicU64,
+    in_write_result_set: AtomicBool,
+    /// Generation-local data that is too big for the word (reason text,
+    /// waiters, hooks) and session data (finish function, probe).
+    /// Allocated on first use, so `new` allocates nothing.
+    pub(crate) side: Mutex<Option<Box<SideTable>>>,
+}
+
+impl SqlKiller {
+    /// A killer at its first statement, not killed, connection id 0.
+    ///
+    /// Allocates nothing; usable in a `static`.
+    #[cfg(not(loom))]
+    pub const fn new() -> SqlKiller {
+        SqlKiller {
+            state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
+            conn_id: AtomicU64::new(0),
+            in_write_result_set: AtomicBool::new(false),
+            side: Mutex::new(None),
+        }
+    }
+
+    /// A killer at its first statement, not killed, connection id 0.
+    ///
+    /// (loom's atomics are not `const`; this twin exists only under `cfg(loom)`.)
+    #[cfg(loom)]
+    pub fn new() -> SqlKiller {
+        SqlKiller {
+            state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
+            conn_id: AtomicU64::new(0),
+            in_write_result_set: AtomicBool::new(false),
+            side: Mutex::new(None),
+        }
+    }
+
+    // Orderings on the state word, once for the whole file:
+    // - the winning kill CAS is AcqRel: Release publishes the signal (and
+    //   whatever the killer wrote before it); Acquire orders it after the
+    //   reset that opened the generation.
+    // - `handle_signal`, `statement`, `phase` load with Acquire, so a check
+    //   that sees a kill also sees what the killer wrote before it.
+    // - `KILLED` is set with Release and `reset` reads it with Acquire: every
+    //   side effect of the kill happens-before `reset` returns.
+    // - `reset`'s CAS is AcqRel for the same two reasons as the kill's.
+
+    #[inline(always)]
+    pub(crate) fn load(&self) -> State {
+        State(self.state.load(Acquire))
+    }
+
+    /// Stops the current statement with `signal`, if no kill beat us to it
+    /// (TiDB `SendKillSignal`).
+    ///
+    /// Exactly one caller per statement gets [`KillOutcome::Sent`]; every
+    /// other gets [`KillOutcome::AlreadyKilled`] with the winner's signal.
+    /// Never blocks on the owner. If the owner may have moved on to another
+    /// statement since you decided to kill, use [`kill_statement`] instead.
+    ///
+    /// [`kill_statement`]: SqlKiller::kill_statement
+    ///
+    /// ```
+    /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.send_kill_signal(KillSignal::MaxExecTimeExceeded), KillOutcome::Sent);
+    /// assert_eq!(
+    ///     killer.send_kill_signal(KillSignal::QueryInterrupted),
+    ///     KillOutcome::AlreadyKilled(KillSignal::MaxExecTimeExceeded)
+    /// );
+    /// ```
+    pub fn send_kill_signal(&self, signal: KillSignal) -> KillOutcome {
+        self.kill(None, signal, "")
+    }
+
+    /// As [`send_kill_signal`], publishing `reason` with the signal (TiDB
+    /// `SendKillSignalWithKillEventReason`).
+    ///
+    /// Whoever sees the signal sees this reason — never an older or an empty
+    /// one. A losing call publishes nothing. The reason appears in the
+    /// messages of [`KillError::RunawayQueryExceeded`] and
+    /// [`KillError::KilledByMemArbitrator`].
+    ///
+    /// [`send_kill_signal`]: SqlKiller::send_kill_signal
+    ///
+    /// ```
+    /// use sqlkiller::{KillError, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// killer.set_conn_id(3);
+    /// killer.send_kill_signal_with_reason(KillSignal::KilledByMemArbitrator, "pool exhausted");
+    /// assert_eq!(
+    ///     killer.handle_signal(),
+    ///     Err(KillError::KilledByMemArbitrator { reason: "pool exhausted".into(), conn_id: 3 })
+    /// );
+    /// ```
+    pub fn send_kill_signal_with_reason(&self, signal: KillSignal, reason: &str) -> KillOutcome {
+        self.kill(None, signal, reason)
+    }
+
+    /// Kills statement `id` only: if the session has moved on, returns
+    /// [`KillOutcome::Stale`] and changes nothing.
+    ///
+    /// Read `id` with [`statement`] when the statement starts (or when you
+    /// decide to kill it); a late `KILL QUERY` then cannot hit the next
+    /// statement.
+    ///
+    /// [`statement`]: SqlKiller::statement
+    ///
+    /// ```
+    /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// let target = killer.statement();
+    /// killer.reset(); // the statement ended before the KILL arrived
+    /// assert_eq!(killer.kill_statement(target, KillSignal::QueryInterrupted), KillOutcome::Stale);
+    /// assert_eq!(killer.kill_signal(), None);
+    /// ```
+    pub fn kill_statement(&self, id: StatementId, signal: KillSignal) -> KillOutcome {
+        self.kill(Some(id), signal, "")
+    }
+
+    /// As [`kill_statement`], publishing `reason` with the signal.
+    ///
+    /// [`kill_statement`]: SqlKiller::kill_statement
+    pub fn kill_statement_with_reason(
+        &self,
+        id: StatementId,
+        signal: KillSignal,
+        reason: &str,
+    ) -> KillOutcome {
+        self.kill(Some(id), signal, reason)
+    }
+
+    fn kill(&self, target: Option<StatementId>, signal: KillSignal, reason: &str) -> KillOutcome {
+        // A reason must be in place before anyone can see the signal, and a
+        // losing kill must not write one: so hold the side-table lock across
+        // the CAS and write the text only if it won (invariant I4). Kills
+        // without a reason take no lock at all.
+        let mut side = (!reason.is_empty()).then(|| lock(&self.side));
+        let mut current = self.load();
+        let won = loop {
+            if target.is_some_and(|id| id != current.generation()) {
+                return KillOutcome::Stale;
+            }
+            if let Some(winner) = current.signal() {
+                return KillOutcome::AlreadyKilled(winner);
+            }
+            let mut next = current.killing(signal);
+            if side.is_some() {
+                next = next.with(State::REASON);
+            }
+            // A CAS, not a `fetch_or`: the signal may only be installed over
+            // `Idle` of the expected generation (I1, I3).
+            match self
+                .state
+                .compare_exchange(current.0, next.0, AcqRel, Acquire)
+            {
+                Ok(_) => break next,
+                Err(actual) => current = State(actual),
+            }
+        };
+        // We own `Killing(g, signal)`: from here on `reset` waits for us, and
+        // the guard moves the state to `Killed` even if a side effect panics.
+        let _published = PublishOnDrop(&self.state);
+        if let Some(side) = side.as_mut() {
+            let table = side.get_or_insert_with(Default::default);
+            table.reason.clear();
+            table.reason.push_str(reason);
+        }
+        drop(side);
+        log::kill_initiated(self.conn_id(), signal, reason);
+        self.publish_side_effects(won);
+        KillOutcome::Sent
+    }
+
+    /// The current statement (generation).
+    ///
+    /// ```
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// let id = killer.statement();
+    /// assert_eq!(killer.statement(), id);
+    /// ```
+    pub fn statement(&self) -> StatementId {
+        self.load().generation()
+    }
+
+    /// The signal of the current statement, if it was killed (TiDB `GetKillSignal`).
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.kill_signal(), None);
+    /// killer.send_kill_signal(KillSignal::ServerMemoryExceeded);
+    /// assert_eq!(killer.kill_signal(), Some(KillSignal::ServerMemoryExceeded));
+    /// ```
+    pub fn kill_signal(&self) -> Option<KillSignal> {
+        self.load().signal()
+    }
+
+    /// The current statement and where it is in its life, read at one instant.
+    ///
+    /// ```
+    /// use sqlkiller::{KillPhase, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.phase().1, KillPhase::Idle);
+    /// killer.send_kill_signal(KillSignal::QueryInterrupted);
+    /// // `send_kill_signal` returns only after publishing, so: Killed.
+    /// assert_eq!(killer.phase().1, KillPhase::Killed(KillSignal::QueryInterrupted));
+    /// ```
+    pub fn phase(&self) -> (StatementId, KillPhase) {
+        let state = self.load();
+        (state.generation(), state.phase())
+    }
+
+    /// The checkpoint: `Ok` unless the current statement was killed (TiDB `HandleSignal`).
+    ///
+    /// Not killed and no liveness probe: one atomic load and a mask test.
+    /// Killed: the error of SPEC §6, with the connection id as of now and the
+    /// kill's reason text.
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert!(killer.handle_signal().is_ok());
+    /// killer.send_kill_signal(KillSignal::MaxExecTimeExceeded);
+    /// assert_eq!(killer.handle_signal().unwrap_err().code(), 3024);
+    /// ```
+    #[inline]
+    pub fn handle_signal(&self) -> Result<(), KillError> {
+        let state = self.load();
+        if state.is_quiet() {
+            return Ok(());
+        }
+        self.handle_signal_slow(state)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn handle_signal_slow(&self, state: State) -> Result<(), KillError> {
+        let state = self.poll_probe(state);
+        if state.signal().is_none() || self.is_immune(state) {
+            return Ok(());
+        }
+        match self.error_for(state) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for the kill in `state`, reading its reason consistently
+    /// (I4); `None` if the statement ended before the reason could be read
+    /// and the new one is not killed.
+    pub(crate) fn error_for(&self, mut state: State) -> Option<KillError> {
+        loop {
+            let signal = state.signal()?;
+            if !state.has(State::REASON) {
+                return Some(KillError::new(signal, self.conn_id(), ""));
+            }
+            let side = lock(&self.side);
+            // The reason belongs to this generation only while the word still
+            // says so; a generation with `REASON` ends only under this lock.
+            let now = self.load();
+            if now.generation() == state.generation() {
+                let reason = side.as_ref().map_or("", |table| table.reason.as_str());
+                return Some(KillError::new(signal, self.conn_id(), reason));
+            }
+            drop(side);
+            state = now;
+        }
+    }
+
+    /// Ends the statement (TiDB `Reset`): advances the generation and returns
+    /// the signal it cleared, so the caller can log "kill finished".
+    ///
+    /// Owner only. If a kill is still publishing its side effects, waits for
+    /// it (bounded backoff) so that after `reset` returns no side effect of
+    /// the old statement is running or will start. Releases the old
+    /// statement's waiters, drops its cancel hook, clears its reason text and
+    /// the liveness timer. A kill racing `reset` lands on exactly one of the
+    /// two statements.
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.reset(), None);
+    /// killer.send_kill_signal(KillSignal::QueryInterrupted);
+    /// assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
+    /// assert_eq!(killer.kill_signal(), None);
+    /// ```
+    pub fn reset(&self) -> Option<KillSignal> {
+        let backoff = Backoff::new();
+        loop {
+            let current = self.load();
+            if current.is_killing() {
+                // The winner is publishing; it holds nothing we hold.
+                backoff.snooze();
+                continue;
+            }
+            // Generation-local data in the side table is cleared under its
+            // lock, in the same critical section as the CAS that ends the
+            // generation (I4; see `state.rs`).
+            let mut side = current.has(State::SIDE_DATA).then(|| lock(&self.side));
+            // One CAS from the exact state we read: a kill that lands between
+            // the read and the CAS makes it fail, so the kill is either
+            // returned here or survives into the next generation (#70545).
+            let cas = self.state.compare_exchange(
+                current.0,
+                current.next_generation().0,
+                AcqRel,
+                Acquire,
+            );
+            if cas.is_err() {
+                continue;
+            }
+            let leftovers = side.as_mut().map(|side| self.end_generation(side, current));
+            drop(side);
+            if let Some(leftovers) = leftovers {
+                leftovers.release();
+            }
+            self.reset_probe_timer();
+            let cleared = current.signal();
+            if let Some(signal) = cleared {
+                log::kill_finished(self.conn_id(), signal);
+            }
+            return cleared;
+        }
+    }
+
+    /// Sets the connection id (TiDB `ConnID`), for error messages and logs.
+    ///
+    /// Any thread may read it at any time: it is an atomic, which is exactly
+    /// what TiDB #55467 lacked.
+    ///
+    /// ```
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// killer.set_conn_id(1234);
+    /// assert_eq!(killer.conn_id(), 1234);
+    /// ```
+    pub fn set_conn_id(&self, conn_id: u64) {
+        // Relaxed: a lone value, nothing else is published with it.
+        self.conn_id.store(conn_id, Relaxed);
+    }
+
+    /// The connection id last set by [`set_conn_id`](SqlKiller::set_conn_id).
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id.load(Relaxed)
+    }
+
+    /// Marks whether the owner is writing the result set to the client (TiDB
+    /// `InWriteResultSet`): a killer that finds the query stuck there can
+    /// call `finish_result_set` to release it.
+    ///
+    /// ```
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// killer.set_in_write_result_set(true);
+    /// assert!(killer.in_write_result_set());
+    /// ```
+    pub fn set_in_write_result_set(&self, writing: bool) {
+        // Release/Acquire: a killer that reads `true` also sees what the owner
+        // set up before it started writing.
+        self.in_write_result_set.store(writing, Release);
+    }
+
+    /// Whether the owner is writing the result set (see
+    /// [`set_in_write_result_set`](SqlKiller::set_in_write_result_set)).
+    pub fn in_write_result_set(&self) -> bool {
+        self.in_write_result_set.load(Acquire)
+    }
+}
+
+/// Moves `Killing` to `Killed` when dropped, also while unwinding (I6).
+struct PublishOnDrop<'a>(&'a AtomicU64);
+
+impl Drop for PublishOnDrop<'_> {
+    fn drop(&mut self) {
+        // `fetch_or`, not a store: waiters and hooks may set their flags
+        // concurrently. Release: every side effect happens-before the
+        // `reset` that sees `KILLED`.
+        self.0.fetch_or(State::KILLED, Release);
+    }
+}
+
+impl Default for SqlKiller {
+    fn default() -> Self {
+        SqlKiller::new()
+    }
+}
+
+impl std::fmt::Debug for SqlKiller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (statement, phase) = self.phase();
+        f.debug_struct("SqlKiller")
+            .field("statement", &statement)
+            .field("phase", &phase)
+            .field("conn_id", &self.conn_id())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,64 @@
+//! A race-free query killer for SQL sessions, model-checked with `loom`.
+//!
+//! Every SQL session owns a [`SqlKiller`]. Other threads stop the running
+//! statement through it — `KILL QUERY`, the `max_execution_time` watchdog,
+//! the memory arbitrator, a dead-connection probe — while the session polls
+//! [`SqlKiller::handle_signal`] at checkpoints and calls
+//! [`SqlKiller::reset`] at every statement boundary.
+//!
+//! The whole kill state — statement generation, phase, signal — lives in one
+//! atomic word, so every transition is a single CAS and no reader sees a torn
+//! state:
+//!
+//! ```text
+//! Idle(g) --kill--> Killing(g, s) --side effects published--> Killed(g, s)
+//! Idle(g) | Killed(g, s) --reset--> Idle(g + 1)
+//! ```
+//!
+//! The same code runs natively and under `loom`, which checks every
+//! interleaving of the invariants of the crate's SPEC (§5); the models live
+//! in the `loom-tests` workspace member, next to deliberately broken models
+//! of TiDB's historic `SQLKiller` bugs that loom must reject.
+//!
+//! ```
+//! use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+//!
+//! let killer = SqlKiller::new();
+//! let stmt = killer.statement();
+//!
+//! // A watchdog kills exactly this statement...
+//! assert_eq!(killer.kill_statement(stmt, KillSignal::MaxExecTimeExceeded), KillOutcome::Sent);
+//! // ...the session sees it at its next checkpoint...
+//! assert_eq!(killer.handle_signal().unwrap_err().code(), 3024);
+//! // ...and the boundary clears it: the next statement runs.
+//! assert_eq!(killer.reset(), Some(KillSignal::MaxExecTimeExceeded));
+//! assert!(killer.handle_signal().is_ok());
+//! // A late kill aimed at the finished statement changes nothing.
+//! assert_eq!(killer.kill_statement(stmt, KillSignal::QueryInterrupted), KillOutcome::Stale);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod killer;
+mod log;
+mod loom;
+mod side;
+mod signal;
+mod state;
+
+pub use error::KillError;
+pub use killer::SqlKiller;
+pub use signal::{InvalidKillSignal, KillOutcome, KillPhase, KillSignal, StatementId};
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn killer_is_send_sync() {
+        assert_send_sync::<SqlKiller>();
+    }
+}

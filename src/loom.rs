@@ -1,0 +1,44 @@
+//! The one door to atomics, locks, threads and spin-waits: loom's under `cfg(loom)`, std's otherwise.
+//!
+//! Everything in the crate that can race goes through here, so the model
+//! checker sees every shared access and the native build pays nothing for
+//! it. The std side mirrors loom's API, never the other way round.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{atomic, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{atomic, Mutex, MutexGuard};
+
+/// Locks `mutex`, ignoring poison.
+///
+/// No lock of this crate is ever held across user code, so a poisoned lock
+/// can only mean a panic inside our own short critical sections, which leave
+/// the data consistent (every section is a handful of moves).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// A spin-wait step: `crossbeam_utils::Backoff` natively, a plain yield under
+/// loom (a spin loop without a yield point never ends under the model
+/// checker, and crossbeam's backoff yields to the OS, not to loom).
+pub(crate) struct Backoff {
+    #[cfg(not(loom))]
+    inner: crossbeam_utils::Backoff,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff {
+            #[cfg(not(loom))]
+            inner: crossbeam_utils::Backoff::new(),
+        }
+    }
+
+    /// Waits a little longer each call: spins first, then yields the thread.
+    pub(crate) fn snooze(&self) {
+        #[cfg(not(loom))]
+        self.inner.snooze();
+        #[cfg(loom)]
+        loom::thread::yield_now();
+    }
+}

@@ -1,0 +1,200 @@
+//! The state word: generation, phase, signal and side-channel flags in one `u64`.
+//!
+//! Everything a killer and the owner race on is decided by read-modify-writes
+//! on this one word, so no reader ever sees a torn state and every transition
+//! is a single CAS, swap or `fetch_or`.
+//!
+//! ```text
+//!  63                                12 11  10  9      8     7    6       5      4..2    1       0
+//! +------------------------------------+------+------+-----+----+-------+------+-------+-------+-------+
+//! |             generation             |  --  |IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
+//! +------------------------------------+------+------+-----+----+-------+------+-------+-------+-------+
+//!
+//!  Idle(g)       = KILLING clear                        (signal = 0)
+//!  Killing(g, s) = KILLING set, KILLED clear            (signal = s)
+//!  Killed(g, s)  = KILLING and KILLED set               (signal = s)
+//! ```
+//!
+//! # Invariants
+//!
+//! These are SPEC.md §5; each names the loom models (in `loom-tests/tests/`)
+//! that check it over every interleaving, and the broken twins loom rejects.
+//!
+//! 1. **I1 first writer wins.** The only way out of `Idle(g)` towards a kill
+//!    is a CAS that installs `KILLING | signal`; exactly one CAS per generation
+//!    can succeed, and everyone else reads the winner's signal from the word
+//!    their CAS failed on. Models: `two_killers_race`, `three_killers_race`.
+//! 2. **I2 no lost kill.** The winning CAS is a Release; `handle_signal`
+//!    loads with Acquire, so any check that starts after `Sent` returned reads
+//!    the kill or a later state. Models: `kill_then_check`,
+//!    `kill_races_check`.
+//! 3. **I3 no stale kill.** A targeted kill compares the generation inside the
+//!    same CAS that installs the signal, so it cannot land on another
+//!    generation; `reset` is one CAS from `Idle`/`Killed`, so a racing kill
+//!    lands on exactly one side of it. Models: `kill_statement_races_reset`,
+//!    `kill_races_reset`; broken twins: `broken_stale_kill_check_then_act`,
+//!    `broken_reset_as_load_then_store` (TiDB #70545 / PR #70557).
+//! 4. **I4 no torn reason.** A kill with a reason holds the side-table lock
+//!    across its CAS and sets `REASON` in it; readers of a `REASON` state take
+//!    the same lock and re-check the generation, and a generation with
+//!    `REASON` only ends under that lock. Model: `reason_travels_with_signal`.
+//! 5. **I5 no data race.** Every field another thread can touch is an atomic
+//!    or behind a lock; the connection id is an atomic. Model:
+//!    `seed_55467_conn_id_races_reset`; broken twin:
+//!    `broken_55467_plain_conn_id` (TiDB #55467).
+//! 6. **I6 nobody hangs.** `reset` waits for `Killing` to become `Killed`, and
+//!    the winner sets `KILLED` from a drop guard, so a panicking side effect
+//!    still releases it. No lock is held while waiting or while user code
+//!    runs. Models: `kill_races_reset`; broken twin
+//!    `broken_70545_reload_after_cas` (the nil lookup that panicked).
+//!
+//! The side-channel invariants (I7 hooks, I8 finish fence, I9 immunity) use
+//! the `WAITERS`, `HOOK`, `PROBE` and `IMMUNE` bits reserved here.
+//!
+//! # Deadlock safety
+//!
+//! The only lock is the side table's (`SqlKiller::side`). It is never held
+//! while spinning on this word, while running user code (hooks, probes,
+//! finish functions, wakers), or while dropping user values. `reset` spins
+//! only while the word says `Killing`, and the killer that set it never waits
+//! for anything the owner holds.
+
+use crate::{KillPhase, KillSignal, StatementId};
+
+/// One snapshot of the state word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State(pub(crate) u64);
+
+impl State {
+    /// A kill won this generation. Set only by the winning CAS; cleared only by `reset`.
+    pub(crate) const KILLING: u64 = 1 << 0;
+    /// The winner has published every side effect. Set only by the winner
+    /// (`fetch_or`, from a drop guard); `reset` waits for it.
+    pub(crate) const KILLED: u64 = 1 << 1;
+    const SIGNAL_SHIFT: u32 = 2;
+    const SIGNAL_MASK: u64 = 0b111 << Self::SIGNAL_SHIFT;
+    /// The side table's reason text belongs to this generation. Set by the
+    /// winning CAS of a kill with a reason, while it holds the side-table
+    /// lock; cleared by `reset` under the same lock.
+    pub(crate) const REASON: u64 = 1 << 5;
+    /// A waiter of this generation may be registered in the side table.
+    pub(crate) const WAITERS: u64 = 1 << 6;
+    /// A cancel hook of this generation may be installed in the side table.
+    pub(crate) const HOOK: u64 = 1 << 7;
+    /// A liveness probe is installed; `handle_signal` leaves its fast path.
+    /// Survives `reset`.
+    pub(crate) const PROBE: u64 = 1 << 8;
+    /// The owner holds a kill-immune guard. Survives `reset`.
+    pub(crate) const IMMUNE: u64 = 1 << 9;
+
+    /// Bits that `reset` keeps: they describe the session, not the statement.
+    const STICKY: u64 = Self::PROBE | Self::IMMUNE;
+    /// Bits whose generation-local data lives in the side table: a `reset`
+    /// that sees one must clear that data under the side-table lock.
+    pub(crate) const SIDE_DATA: u64 = Self::REASON | Self::WAITERS | Self::HOOK;
+    const GEN_SHIFT: u32 = 12;
+    const LOW_MASK: u64 = (1 << Self::GEN_SHIFT) - 1;
+    /// Anything that sends `handle_signal` off its fast path.
+    const NOT_QUIET: u64 = Self::SIGNAL_MASK | Self::PROBE;
+
+    /// `Idle(0)` with no flags: a new killer.
+    pub(crate) const INITIAL: State = State(0);
+
+    pub(crate) const fn generation(self) -> StatementId {
+        StatementId(self.0 >> Self::GEN_SHIFT)
+    }
+
+    pub(crate) const fn signal(self) -> Option<KillSignal> {
+        KillSignal::from_u32(((self.0 & Self::SIGNAL_MASK) >> Self::SIGNAL_SHIFT) as u32)
+    }
+
+    pub(crate) const fn phase(self) -> KillPhase {
+        match self.signal() {
+            None => KillPhase::Idle,
+            Some(s) if self.0 & Self::KILLED == 0 => KillPhase::Killing(s),
+            Some(s) => KillPhase::Killed(s),
+        }
+    }
+
+    /// A winner is still publishing side effects: `reset` must wait.
+    pub(crate) const fn is_killing(self) -> bool {
+        self.0 & (Self::KILLING | Self::KILLED) == Self::KILLING
+    }
+
+    pub(crate) const fn has(self, flags: u64) -> bool {
+        self.0 & flags != 0
+    }
+
+    /// Nothing for `handle_signal` to do: no signal, no probe.
+    #[inline(always)]
+    pub(crate) const fn is_quiet(self) -> bool {
+        self.0 & Self::NOT_QUIET == 0
+    }
+
+    /// `Killing(g, signal)` from `Idle(g)`, keeping every flag.
+    pub(crate) const fn killing(self, signal: KillSignal) -> State {
+        State(self.0 | Self::KILLING | ((signal as u64) << Self::SIGNAL_SHIFT))
+    }
+
+    pub(crate) const fn with(self, flags: u64) -> State {
+        State(self.0 | flags)
+    }
+
+    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^52.
+    pub(crate) const fn next_generation(self) -> State {
+        let generation = (self.0 & !Self::LOW_MASK).wrapping_add(1 << Self::GEN_SHIFT);
+        State(generation | (self.0 & Self::STICKY))
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("generation", &self.generation().0)
+            .field("phase", &self.phase())
+            .field("flags", &format_args!("{:#05x}", self.0 & 0x3e0))
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_round_trip() {
+        let idle = State::INITIAL;
+        assert_eq!(idle.phase(), KillPhase::Idle);
+        assert!(idle.is_quiet());
+        for signal in KillSignal::ALL {
+            let killing = idle.killing(signal);
+            assert_eq!(killing.phase(), KillPhase::Killing(signal));
+            assert!(killing.is_killing());
+            assert!(!killing.is_quiet());
+            let killed = killing.with(State::KILLED);
+            assert_eq!(killed.phase(), KillPhase::Killed(signal));
+            assert!(!killed.is_killing());
+            assert_eq!(killed.generation(), idle.generation());
+        }
+    }
+
+    #[test]
+    fn reset_keeps_only_session_bits() {
+        let s = State::INITIAL
+            .with(State::PROBE | State::IMMUNE | State::HOOK | State::WAITERS | State::REASON)
+            .killing(KillSignal::RunawayQueryExceeded)
+            .with(State::KILLED);
+        let next = s.next_generation();
+        assert_eq!(next.generation().0, 1);
+        assert_eq!(next.phase(), KillPhase::Idle);
+        assert!(next.has(State::PROBE) && next.has(State::IMMUNE));
+        assert!(!next.has(State::SIDE_DATA));
+    }
+
+    #[test]
+    fn generation_wraps_after_2_pow_52() {
+        let last = State(!State::LOW_MASK);
+        assert_eq!(last.generation().0, (1 << 52) - 1);
+        assert_eq!(last.next_generation().generation().0, 0);
+    }
+}

@@ -1,0 +1,249 @@
+//! The public API of the signal: outcomes, phases, errors (SPEC §6), bad input.
+
+use sqlkiller::{InvalidKillSignal, KillError, KillOutcome, KillPhase, KillSignal, SqlKiller};
+
+use KillSignal::*;
+
+#[test]
+fn raw_values_are_tidbs() {
+    let expected = [
+        (QueryInterrupted, 1),
+        (MaxExecTimeExceeded, 2),
+        (QueryMemoryExceeded, 3),
+        (ServerMemoryExceeded, 4),
+        (RunawayQueryExceeded, 5),
+        (KilledByMemArbitrator, 6),
+    ];
+    assert_eq!(KillSignal::ALL.len(), expected.len());
+    for (signal, raw) in expected {
+        assert_eq!(u32::from(signal), raw);
+        assert_eq!(KillSignal::try_from(raw), Ok(signal));
+    }
+}
+
+#[test]
+fn bad_raw_values_are_errors_not_panics() {
+    for raw in [0, 7, 8, 255, 1 << 31, u32::MAX] {
+        assert_eq!(KillSignal::try_from(raw), Err(InvalidKillSignal(raw)));
+    }
+    let err = KillSignal::try_from(u32::MAX).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid kill signal 4294967295: expected a raw value from 1 to 6"
+    );
+    let _: &dyn std::error::Error = &err;
+}
+
+#[test]
+fn every_error_code_sqlstate_and_message() {
+    let mem_query =
+        "Your query has been cancelled due to exceeding the allowed memory limit for a \
+                     single SQL query. Please try narrowing your query scope or increase the \
+                     tidb_mem_quota_query limit and try again.[conn=42]";
+    let mem_server = "Your query has been cancelled due to exceeding the allowed memory limit for \
+                      the tidb-server instance and this query is currently using the most memory. \
+                      Please try narrowing your query scope or increase the \
+                      tidb_server_memory_limit and try again.[conn=42]";
+    let cases = [
+        (QueryInterrupted, 1317, "70100", "Query execution was interrupted".to_owned()),
+        (
+            MaxExecTimeExceeded,
+            3024,
+            "HY000",
+            "Query execution was interrupted, maximum statement execution time exceeded".to_owned(),
+        ),
+        (QueryMemoryExceeded, 8175, "HY000", mem_query.to_owned()),
+        (ServerMemoryExceeded, 8176, "HY000", mem_server.to_owned()),
+        (
+            RunawayQueryExceeded,
+            8253,
+            "HY000",
+            "Query execution was interrupted, identified as runaway query [runaway exceed tidb side]"
+                .to_owned(),
+        ),
+        (
+            KilledByMemArbitrator,
+            8180,
+            "HY000",
+            "Query execution was stopped by the global memory arbitrator [reason=] [conn=42]"
+                .to_owned(),
+        ),
+    ];
+    for (signal, code, sqlstate, message) in cases {
+        let killer = SqlKiller::new();
+        killer.set_conn_id(42);
+        assert_eq!(killer.send_kill_signal(signal), KillOutcome::Sent);
+        let err = killer.handle_signal().unwrap_err();
+        assert_eq!(err.signal(), signal);
+        assert_eq!(err.code(), code, "{signal}");
+        assert_eq!(err.sqlstate(), sqlstate, "{signal}");
+        assert_eq!(err.to_string(), message, "{signal}");
+        assert_eq!(err, KillError::new(signal, 42, ""));
+    }
+}
+
+#[test]
+fn reasons_fill_the_messages_that_have_one() {
+    let killer = SqlKiller::new();
+    killer.set_conn_id(9);
+    killer.send_kill_signal_with_reason(KilledByMemArbitrator, "quota of pool p1");
+    assert_eq!(
+        killer.handle_signal().unwrap_err().to_string(),
+        "Query execution was stopped by the global memory arbitrator [reason=quota of pool p1] [conn=9]"
+    );
+    killer.reset();
+    killer.send_kill_signal_with_reason(RunawayQueryExceeded, "ExecElapsed = 1s");
+    assert_eq!(
+        killer.handle_signal().unwrap_err(),
+        KillError::RunawayQueryExceeded {
+            detail: "ExecElapsed = 1s".into()
+        }
+    );
+    killer.reset();
+    // A reason given with a signal whose message has no slot is kept quiet.
+    killer.send_kill_signal_with_reason(QueryInterrupted, "ignored");
+    assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+}
+
+#[test]
+fn conn_id_is_read_when_the_error_is_built() {
+    let killer = SqlKiller::new();
+    killer.set_conn_id(1);
+    killer.send_kill_signal(ServerMemoryExceeded);
+    killer.set_conn_id(2);
+    assert_eq!(
+        killer.handle_signal(),
+        Err(KillError::ServerMemoryExceeded { conn_id: 2 })
+    );
+}
+
+#[test]
+fn a_reset_clears_the_reason_with_the_signal() {
+    let killer = SqlKiller::new();
+    killer.send_kill_signal_with_reason(KilledByMemArbitrator, "old statement");
+    assert_eq!(killer.reset(), Some(KilledByMemArbitrator));
+    killer.send_kill_signal(KilledByMemArbitrator);
+    match killer.handle_signal() {
+        Err(KillError::KilledByMemArbitrator { reason, .. }) => assert_eq!(reason, ""),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_losing_kill_publishes_nothing() {
+    let killer = SqlKiller::new();
+    assert_eq!(
+        killer.send_kill_signal(KilledByMemArbitrator),
+        KillOutcome::Sent
+    );
+    assert_eq!(
+        killer.send_kill_signal_with_reason(RunawayQueryExceeded, "late"),
+        KillOutcome::AlreadyKilled(KilledByMemArbitrator)
+    );
+    match killer.handle_signal() {
+        Err(KillError::KilledByMemArbitrator { reason, .. }) => assert_eq!(reason, ""),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn first_writer_wins_within_a_statement_only() {
+    let killer = SqlKiller::new();
+    assert_eq!(
+        killer.send_kill_signal(QueryMemoryExceeded),
+        KillOutcome::Sent
+    );
+    assert_eq!(
+        killer.send_kill_signal(QueryInterrupted),
+        KillOutcome::AlreadyKilled(QueryMemoryExceeded)
+    );
+    assert_eq!(killer.reset(), Some(QueryMemoryExceeded));
+    assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+}
+
+#[test]
+fn kill_statement_targets_one_generation() {
+    let killer = SqlKiller::new();
+    let first = killer.statement();
+    assert_eq!(killer.reset(), None);
+    let second = killer.statement();
+    assert_ne!(first, second);
+    assert_eq!(
+        killer.kill_statement(first, QueryInterrupted),
+        KillOutcome::Stale
+    );
+    assert_eq!(killer.kill_signal(), None);
+    assert_eq!(
+        killer.kill_statement(second, MaxExecTimeExceeded),
+        KillOutcome::Sent
+    );
+    assert_eq!(
+        killer.kill_statement(second, QueryInterrupted),
+        KillOutcome::AlreadyKilled(MaxExecTimeExceeded)
+    );
+    assert_eq!(
+        killer.kill_statement_with_reason(first, KilledByMemArbitrator, "stale"),
+        KillOutcome::Stale
+    );
+    assert_eq!(
+        killer.phase(),
+        (second, KillPhase::Killed(MaxExecTimeExceeded))
+    );
+}
+
+#[test]
+fn phases_follow_the_state_machine() {
+    let killer = SqlKiller::new();
+    let (g0, phase) = killer.phase();
+    assert_eq!(phase, KillPhase::Idle);
+    assert_eq!(phase.signal(), None);
+    killer.send_kill_signal(RunawayQueryExceeded);
+    assert_eq!(
+        killer.phase(),
+        (g0, KillPhase::Killed(RunawayQueryExceeded))
+    );
+    killer.reset();
+    let (g1, phase) = killer.phase();
+    assert_eq!(phase, KillPhase::Idle);
+    assert_eq!(g1.as_u64(), g0.as_u64() + 1);
+    assert_eq!(u64::from(g1), g1.as_u64());
+    assert_eq!(g1.to_string(), "statement #1");
+}
+
+#[test]
+fn in_write_result_set_is_a_flag() {
+    let killer = SqlKiller::default();
+    assert!(!killer.in_write_result_set());
+    killer.set_in_write_result_set(true);
+    assert!(killer.in_write_result_set());
+    killer.set_in_write_result_set(false);
+    assert!(!killer.in_write_result_set());
+}
+
+#[test]
+fn debug_shows_the_phase() {
+    let killer = SqlKiller::new();
+    killer.set_conn_id(5);
+    killer.send_kill_signal(QueryInterrupted);
+    let text = format!("{killer:?}");
+    assert!(text.contains("Killed(QueryInterrupted)"), "{text}");
+    assert!(text.contains("conn_id: 5"), "{text}");
+}
+
+#[test]
+fn usable_in_a_static() {
+    static KILLER: SqlKiller = SqlKiller::new();
+    assert!(KILLER.handle_signal().is_ok());
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn fits_the_size_budget() {
+    // SPEC §7: at most 256 bytes on x86_64 (the state word alone takes a
+    // 128-byte padded line).
+    assert!(
+        std::mem::size_of::<SqlKiller>() <= 256,
+        "{}",
+        std::mem::size_of::<SqlKiller>()
+    );
+}
