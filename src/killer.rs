@@ -101,6 +101,20 @@ impl SqlKiller {
         State(self.state.load(Acquire))
     }
 
+    /// Reads the word at the start of a read-modify-write sequence (a kill,
+    /// a reset), with an RMW that changes nothing rather than a load.
+    ///
+    /// On purpose: loom 0.7's DPOR remembers only the *last* access to an
+    /// atomic, so in "load, then CAS" a thread's own load hides every other
+    /// thread's earlier load from the CAS, and loom never tries the CAS
+    /// first (tokio-rs/loom#392 is one face of it; `loom-tests` asserts that
+    /// both orders are explored). Natively it costs one locked instruction
+    /// on a path that is about to CAS the same cache line anyway.
+    #[inline]
+    pub(crate) fn load_for_update(&self) -> State {
+        State(self.state.fetch_or(0, Acquire))
+    }
+
     /// Stops the current statement with `signal`, if no kill beat us to it
     /// (TiDB `SendKillSignal`).
     ///
@@ -190,7 +204,7 @@ impl SqlKiller {
         // the CAS and write the text only if it won (invariant I4). Kills
         // without a reason take no lock at all.
         let mut side = (!reason.is_empty()).then(|| lock(&self.side));
-        let mut current = self.load();
+        let mut current = self.load_for_update();
         let won = loop {
             if target.is_some_and(|id| id != current.generation()) {
                 return KillOutcome::Stale;
@@ -349,7 +363,7 @@ impl SqlKiller {
     pub fn reset(&self) -> Option<KillSignal> {
         let backoff = Backoff::new();
         loop {
-            let current = self.load();
+            let current = self.load_for_update();
             if current.is_killing() {
                 // The winner is publishing; it holds nothing we hold.
                 backoff.snooze();

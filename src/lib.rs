@@ -51,6 +51,11 @@ pub use error::KillError;
 pub use killer::SqlKiller;
 pub use signal::{InvalidKillSignal, KillOutcome, KillPhase, KillSignal, StatementId};
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;

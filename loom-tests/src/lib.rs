@@ -6,24 +6,56 @@
 #![cfg(loom)]
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Instant;
+
+/// The outcomes a model's executions reached, recorded with [`Outcomes::saw`].
+#[derive(Default)]
+pub struct Outcomes(Mutex<BTreeSet<&'static str>>);
+
+impl Outcomes {
+    /// Records that this execution reached `outcome`.
+    pub fn saw(&self, outcome: &'static str) {
+        self.0.lock().unwrap().insert(outcome);
+    }
+}
 
 /// Runs `model` over every interleaving loom explores with at most
 /// `preemption_bound` preemptions (unless `LOOM_MAX_PREEMPTIONS` asks for
-/// another bound), and prints the bound, the number of executions and the
-/// time taken.
-pub fn check(name: &str, preemption_bound: usize, model: impl Fn() + Sync + Send + 'static) {
-    let (executions, elapsed, outcome) = run(preemption_bound, model);
+/// another bound), prints the bound, the number of executions and the time
+/// taken, and asserts that the executions reached every outcome in
+/// `must_see`.
+///
+/// The last check guards the model itself: loom's DPOR can skip
+/// interleavings (tokio-rs/loom#392), and a model whose racing orders were
+/// never explored passes without proving anything.
+pub fn check(
+    name: &str,
+    preemption_bound: usize,
+    must_see: &[&'static str],
+    model: impl Fn(&Outcomes) + Sync + Send + 'static,
+) {
+    let outcomes = Arc::new(Outcomes::default());
+    let recorder = Arc::clone(&outcomes);
+    let (executions, elapsed, outcome) = run(preemption_bound, move || model(&recorder));
     let bound = effective_bound(preemption_bound);
     if let Err(panic) = outcome {
         eprintln!("loom model {name}: FAILED after {executions} executions (bound {bound})");
         panic::resume_unwind(panic);
     }
+    let seen = outcomes.0.lock().unwrap().clone();
+    let missing: Vec<_> = must_see.iter().filter(|o| !seen.contains(*o)).collect();
+    assert!(
+        missing.is_empty(),
+        "loom model {name} never reached {missing:?} in {executions} executions (reached \
+         {seen:?}): the race it is meant to check was not explored"
+    );
     eprintln!(
-        "loom model {name}: passed, preemption bound {bound}, {executions} executions, {:.2?}",
+        "loom model {name}: passed, preemption bound {bound}, {executions} executions, {:.2?}, \
+         reached {seen:?}",
         elapsed
     );
 }

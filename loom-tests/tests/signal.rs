@@ -5,7 +5,7 @@ use loom::sync::atomic::{AtomicBool, Ordering::*};
 use loom::sync::Arc;
 use loom::thread;
 use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
-use sqlkiller_loom_tests::check;
+use sqlkiller_loom_tests::{check, Outcomes};
 
 use KillSignal::*;
 
@@ -13,67 +13,88 @@ use KillSignal::*;
 /// `AlreadyKilled` with the winner's signal, and the owner sees the winner.
 #[test]
 fn two_killers_race() {
-    check("two_killers_race", 3, || {
-        let killer = Arc::new(SqlKiller::new());
-        let other = Arc::clone(&killer);
-        let t = thread::spawn(move || other.send_kill_signal(QueryInterrupted));
-        let mine = killer.send_kill_signal(MaxExecTimeExceeded);
-        let theirs = t.join().unwrap();
-        let winner = match (mine, theirs) {
-            (KillOutcome::Sent, KillOutcome::AlreadyKilled(w)) => {
-                assert_eq!(w, MaxExecTimeExceeded);
-                w
-            }
-            (KillOutcome::AlreadyKilled(w), KillOutcome::Sent) => {
-                assert_eq!(w, QueryInterrupted);
-                w
-            }
-            other => panic!("not exactly one winner: {other:?}"),
-        };
-        assert_eq!(killer.kill_signal(), Some(winner));
-        assert_eq!(killer.handle_signal().unwrap_err().signal(), winner);
-    });
+    check(
+        "two_killers_race",
+        3,
+        &["spawned killer won", "main killer won"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let other = Arc::clone(&killer);
+            let t = thread::spawn(move || other.send_kill_signal(QueryInterrupted));
+            let mine = killer.send_kill_signal(MaxExecTimeExceeded);
+            let theirs = t.join().unwrap();
+            let winner = match (mine, theirs) {
+                (KillOutcome::Sent, KillOutcome::AlreadyKilled(w)) => {
+                    assert_eq!(w, MaxExecTimeExceeded);
+                    seen.saw("main killer won");
+                    w
+                }
+                (KillOutcome::AlreadyKilled(w), KillOutcome::Sent) => {
+                    assert_eq!(w, QueryInterrupted);
+                    seen.saw("spawned killer won");
+                    w
+                }
+                other => panic!("not exactly one winner: {other:?}"),
+            };
+            assert_eq!(killer.kill_signal(), Some(winner));
+            assert_eq!(killer.handle_signal().unwrap_err().signal(), winner);
+        },
+    );
 }
 
 /// I1 with three killers: one `Sent`, two `AlreadyKilled(winner)`.
 #[test]
 fn three_killers_race() {
-    check("three_killers_race", 2, || {
-        let killer = Arc::new(SqlKiller::new());
-        let spawn = |signal| {
-            let k = Arc::clone(&killer);
-            thread::spawn(move || (signal, k.send_kill_signal(signal)))
-        };
-        let a = spawn(QueryInterrupted);
-        let b = spawn(QueryMemoryExceeded);
-        let outcomes = [
-            (
-                ServerMemoryExceeded,
-                killer.send_kill_signal(ServerMemoryExceeded),
-            ),
-            a.join().unwrap(),
-            b.join().unwrap(),
-        ];
-        let winners: Vec<_> = outcomes
-            .iter()
-            .filter(|(_, o)| *o == KillOutcome::Sent)
-            .map(|(s, _)| *s)
-            .collect();
-        assert_eq!(winners.len(), 1, "{outcomes:?}");
-        let winner = winners[0];
-        for (signal, outcome) in outcomes {
-            if signal != winner {
-                assert_eq!(outcome, KillOutcome::AlreadyKilled(winner));
+    check(
+        "three_killers_race",
+        2,
+        &[
+            "QueryInterrupted won",
+            "QueryMemoryExceeded won",
+            "ServerMemoryExceeded won",
+        ],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let spawn = |signal| {
+                let k = Arc::clone(&killer);
+                thread::spawn(move || (signal, k.send_kill_signal(signal)))
+            };
+            let a = spawn(QueryInterrupted);
+            let b = spawn(QueryMemoryExceeded);
+            let outcomes = [
+                (
+                    ServerMemoryExceeded,
+                    killer.send_kill_signal(ServerMemoryExceeded),
+                ),
+                a.join().unwrap(),
+                b.join().unwrap(),
+            ];
+            let winners: Vec<_> = outcomes
+                .iter()
+                .filter(|(_, o)| *o == KillOutcome::Sent)
+                .map(|(s, _)| *s)
+                .collect();
+            assert_eq!(winners.len(), 1, "{outcomes:?}");
+            let winner = winners[0];
+            seen.saw(match winner {
+                QueryInterrupted => "QueryInterrupted won",
+                QueryMemoryExceeded => "QueryMemoryExceeded won",
+                _ => "ServerMemoryExceeded won",
+            });
+            for (signal, outcome) in outcomes {
+                if signal != winner {
+                    assert_eq!(outcome, KillOutcome::AlreadyKilled(winner));
+                }
             }
-        }
-        assert_eq!(killer.handle_signal().unwrap_err().signal(), winner);
-    });
+            assert_eq!(killer.handle_signal().unwrap_err().signal(), winner);
+        },
+    );
 }
 
 /// I2: a kill that returned `Sent` before the check started (joined) is seen.
 #[test]
 fn kill_then_check() {
-    check("kill_then_check", 3, || {
+    check("kill_then_check", 3, &[], |_| {
         let killer = Arc::new(SqlKiller::new());
         let k = Arc::clone(&killer);
         let t = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
@@ -87,24 +108,35 @@ fn kill_then_check() {
 /// failing check reports the killer's signal.
 #[test]
 fn kill_races_check() {
-    check("kill_races_check", 3, || {
-        let killer = Arc::new(SqlKiller::new());
-        let announced = Arc::new(AtomicBool::new(false));
-        let (k, a) = (Arc::clone(&killer), Arc::clone(&announced));
-        let t = thread::spawn(move || {
-            assert_eq!(k.send_kill_signal(MaxExecTimeExceeded), KillOutcome::Sent);
-            a.store(true, Release);
-        });
-        for _ in 0..2 {
-            let was_announced = announced.load(Acquire);
-            match killer.handle_signal() {
-                Ok(()) => assert!(!was_announced, "a Sent kill was missed by a later check"),
-                Err(err) => assert_eq!(err, KillError::MaxExecTimeExceeded),
+    check(
+        "kill_races_check",
+        3,
+        &["check before kill", "check saw kill"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let announced = Arc::new(AtomicBool::new(false));
+            let (k, a) = (Arc::clone(&killer), Arc::clone(&announced));
+            let t = thread::spawn(move || {
+                assert_eq!(k.send_kill_signal(MaxExecTimeExceeded), KillOutcome::Sent);
+                a.store(true, Release);
+            });
+            for _ in 0..2 {
+                let was_announced = announced.load(Acquire);
+                match killer.handle_signal() {
+                    Ok(()) => {
+                        assert!(!was_announced, "a Sent kill was missed by a later check");
+                        seen.saw("check before kill");
+                    }
+                    Err(err) => {
+                        assert_eq!(err, KillError::MaxExecTimeExceeded);
+                        seen.saw("check saw kill");
+                    }
+                }
             }
-        }
-        t.join().unwrap();
-        assert!(killer.handle_signal().is_err());
-    });
+            t.join().unwrap();
+            assert!(killer.handle_signal().is_err());
+        },
+    );
 }
 
 /// I3: a `KILL QUERY` aimed at statement g races the owner's `reset`. It
@@ -112,22 +144,33 @@ fn kill_races_check() {
 /// touched. Would have caught the classic stale kill.
 #[test]
 fn kill_statement_races_reset() {
-    check("kill_statement_races_reset", 3, || {
-        let killer = Arc::new(SqlKiller::new());
-        let target = killer.statement();
-        let k = Arc::clone(&killer);
-        let t = thread::spawn(move || k.kill_statement(target, QueryInterrupted));
-        let cleared = killer.reset();
-        let outcome = t.join().unwrap();
-        match outcome {
-            KillOutcome::Sent => assert_eq!(cleared, Some(QueryInterrupted)),
-            KillOutcome::Stale => assert_eq!(cleared, None),
-            KillOutcome::AlreadyKilled(_) => panic!("nobody else killed"),
-        }
-        assert_ne!(killer.statement(), target);
-        assert_eq!(killer.kill_signal(), None, "the next statement was killed");
-        assert!(killer.handle_signal().is_ok());
-    });
+    check(
+        "kill_statement_races_reset",
+        3,
+        &["killed its statement", "stale"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let target = killer.statement();
+            let k = Arc::clone(&killer);
+            let t = thread::spawn(move || k.kill_statement(target, QueryInterrupted));
+            let cleared = killer.reset();
+            let outcome = t.join().unwrap();
+            match outcome {
+                KillOutcome::Sent => {
+                    assert_eq!(cleared, Some(QueryInterrupted));
+                    seen.saw("killed its statement");
+                }
+                KillOutcome::Stale => {
+                    assert_eq!(cleared, None);
+                    seen.saw("stale");
+                }
+                KillOutcome::AlreadyKilled(_) => panic!("nobody else killed"),
+            }
+            assert_ne!(killer.statement(), target);
+            assert_eq!(killer.kill_signal(), None, "the next statement was killed");
+            assert!(killer.handle_signal().is_ok());
+        },
+    );
 }
 
 /// I3 + I6: a plain kill races `reset`. It lands on exactly one generation:
@@ -136,18 +179,56 @@ fn kill_statement_races_reset() {
 /// caught TiDB #70545's lost kill (reset as a load then a store).
 #[test]
 fn kill_races_reset() {
-    check("kill_races_reset", 3, || {
-        let killer = Arc::new(SqlKiller::new());
-        let k = Arc::clone(&killer);
-        let t = thread::spawn(move || k.send_kill_signal(ServerMemoryExceeded));
-        let cleared = killer.reset();
-        assert_eq!(t.join().unwrap(), KillOutcome::Sent);
-        let carried = killer.kill_signal();
-        match (cleared, carried) {
-            (Some(ServerMemoryExceeded), None) | (None, Some(ServerMemoryExceeded)) => {}
-            other => panic!("kill landed on {other:?} (cleared, carried)"),
-        }
-    });
+    check(
+        "kill_races_reset",
+        3,
+        &["reset cleared it", "next statement carries it"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let k = Arc::clone(&killer);
+            let t = thread::spawn(move || k.send_kill_signal(ServerMemoryExceeded));
+            let cleared = killer.reset();
+            assert_eq!(t.join().unwrap(), KillOutcome::Sent);
+            let carried = killer.kill_signal();
+            match (cleared, carried) {
+                (Some(ServerMemoryExceeded), None) => seen.saw("reset cleared it"),
+                (None, Some(ServerMemoryExceeded)) => seen.saw("next statement carries it"),
+                other => panic!("kill landed on {other:?} (cleared, carried)"),
+            }
+        },
+    );
+}
+
+/// I4: the first check that sees a kill already sees its reason, never an
+/// empty one (the reason is written under the lock held across the CAS).
+#[test]
+fn reason_seen_with_first_sight_of_signal() {
+    check(
+        "reason_seen_with_first_sight_of_signal",
+        3,
+        &["check before kill", "check saw kill"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let k = Arc::clone(&killer);
+            let t = thread::spawn(move || {
+                k.send_kill_signal_with_reason(KilledByMemArbitrator, "pool exhausted")
+            });
+            match killer.handle_signal() {
+                Ok(()) => seen.saw("check before kill"),
+                Err(err) => {
+                    assert_eq!(
+                        err,
+                        KillError::KilledByMemArbitrator {
+                            reason: "pool exhausted".into(),
+                            conn_id: 0
+                        }
+                    );
+                    seen.saw("check saw kill");
+                }
+            }
+            t.join().unwrap();
+        },
+    );
 }
 
 /// I4: two killers with different reasons race while the owner checks and
@@ -155,33 +236,47 @@ fn kill_races_reset() {
 /// killer's, never an empty one, never one from before the reset.
 #[test]
 fn reason_travels_with_signal() {
-    check("reason_travels_with_signal", 2, || {
-        let killer = Arc::new(SqlKiller::new());
-        let spawn = |signal, reason: &'static str| {
-            let k = Arc::clone(&killer);
-            thread::spawn(move || k.send_kill_signal_with_reason(signal, reason))
-        };
-        let a = spawn(KilledByMemArbitrator, "pool exhausted");
-        let b = spawn(RunawayQueryExceeded, "exec elapsed");
-        for round in 0..2 {
+    check(
+        "reason_travels_with_signal",
+        2,
+        &[
+            "arbitrator reason",
+            "runaway reason",
+            "killed before reset",
+            "killed after reset",
+        ],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let spawn = |signal, reason: &'static str| {
+                let k = Arc::clone(&killer);
+                thread::spawn(move || k.send_kill_signal_with_reason(signal, reason))
+            };
+            let a = spawn(KilledByMemArbitrator, "pool exhausted");
+            let b = spawn(RunawayQueryExceeded, "exec elapsed");
             if let Err(err) = killer.handle_signal() {
-                assert_consistent(&err);
+                assert_consistent(&err, seen);
+                seen.saw("killed before reset");
             }
-            if round == 0 {
-                killer.reset();
+            killer.reset();
+            a.join().unwrap();
+            b.join().unwrap();
+            if let Err(err) = killer.handle_signal() {
+                assert_consistent(&err, seen);
+                seen.saw("killed after reset");
             }
-        }
-        a.join().unwrap();
-        b.join().unwrap();
-        if let Err(err) = killer.handle_signal() {
-            assert_consistent(&err);
-        }
-    });
+        },
+    );
 
-    fn assert_consistent(err: &KillError) {
+    fn assert_consistent(err: &KillError, seen: &Outcomes) {
         match err {
-            KillError::KilledByMemArbitrator { reason, .. } => assert_eq!(reason, "pool exhausted"),
-            KillError::RunawayQueryExceeded { detail } => assert_eq!(detail, "exec elapsed"),
+            KillError::KilledByMemArbitrator { reason, .. } => {
+                assert_eq!(reason, "pool exhausted");
+                seen.saw("arbitrator reason");
+            }
+            KillError::RunawayQueryExceeded { detail } => {
+                assert_eq!(detail, "exec elapsed");
+                seen.saw("runaway reason");
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -194,21 +289,30 @@ fn reason_travels_with_signal() {
 /// that was really set.
 #[test]
 fn seed_55467_conn_id_races_reset() {
-    check("seed_55467_conn_id_races_reset", 3, || {
-        let killer = Arc::new(SqlKiller::new());
-        killer.set_conn_id(1);
-        let k = Arc::clone(&killer);
-        let t = thread::spawn(move || {
-            k.send_kill_signal(QueryMemoryExceeded);
-            let logged = k.conn_id(); // the log line of SendKillSignal
-            assert!(logged == 1 || logged == 2);
-            if let Err(KillError::QueryMemoryExceeded { conn_id }) = k.handle_signal() {
-                assert!(conn_id == 1 || conn_id == 2);
+    check(
+        "seed_55467_conn_id_races_reset",
+        3,
+        &["logged conn 1", "logged conn 2"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            killer.set_conn_id(1);
+            let k = Arc::clone(&killer);
+            let t = thread::spawn(move || {
+                k.send_kill_signal(QueryMemoryExceeded);
+                let logged = k.conn_id(); // the log line of SendKillSignal
+                if let Err(KillError::QueryMemoryExceeded { conn_id }) = k.handle_signal() {
+                    assert!(conn_id == 1 || conn_id == 2, "error names conn {conn_id}");
+                }
+                logged
+            });
+            killer.set_conn_id(2); // ResetContextOfStmt
+            killer.reset();
+            match t.join().unwrap() {
+                1 => seen.saw("logged conn 1"),
+                2 => seen.saw("logged conn 2"),
+                other => panic!("logged a connection id nobody set: {other}"),
             }
-        });
-        killer.set_conn_id(2); // ResetContextOfStmt
-        killer.reset();
-        t.join().unwrap();
-        assert_eq!(killer.conn_id(), 2);
-    });
+            assert_eq!(killer.conn_id(), 2);
+        },
+    );
 }
