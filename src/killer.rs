@@ -3,8 +3,8 @@
 use crossbeam_utils::CachePadded;
 
 use crate::log;
-use crate::loom::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use crate::loom::{lock, Backoff, Mutex};
+use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use crate::loom::{lock, Backoff, Condvar, Mutex};
 use crate::side::SideTable;
 use crate::state::State;
 use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId};
@@ -57,6 +57,12 @@ pub struct SqlKiller {
     /// waiters, hooks) and session data (finish function, probe).
     /// Allocated on first use, so `new` allocates nothing.
     pub(crate) side: Mutex<Option<Box<SideTable>>>,
+    /// Signalled when a finish function returns (`clear_finish_func` waits).
+    pub(crate) finish_done: Condvar,
+    /// Owner-only: checkpoints left before the probe reads the clock (`probe.rs`).
+    pub(crate) probe_countdown: AtomicU32,
+    /// Owner-only: nesting depth of kill-immune guards (`immune.rs`).
+    pub(crate) immune_depth: AtomicU32,
 }
 
 impl SqlKiller {
@@ -70,6 +76,9 @@ impl SqlKiller {
             conn_id: AtomicU64::new(0),
             in_write_result_set: AtomicBool::new(false),
             side: Mutex::new(None),
+            finish_done: Condvar::new(),
+            probe_countdown: AtomicU32::new(0),
+            immune_depth: AtomicU32::new(0),
         }
     }
 
@@ -83,6 +92,9 @@ impl SqlKiller {
             conn_id: AtomicU64::new(0),
             in_write_result_set: AtomicBool::new(false),
             side: Mutex::new(None),
+            finish_done: Condvar::new(),
+            probe_countdown: AtomicU32::new(0),
+            immune_depth: AtomicU32::new(0),
         }
     }
 
@@ -236,7 +248,7 @@ impl SqlKiller {
         }
         drop(side);
         log::kill_initiated(self.conn_id(), signal, reason);
-        self.publish_side_effects(won);
+        self.publish_side_effects(signal, won);
         KillOutcome::Sent
     }
 
@@ -303,6 +315,15 @@ impl SqlKiller {
         if state.is_quiet() {
             return Ok(());
         }
+        if state.is_probe_only() {
+            // A probe is installed and nothing else is going on: count down
+            // (owner-only, so a load and a store) until the clock is due.
+            let countdown = self.probe_countdown.load(Relaxed);
+            if countdown > 1 {
+                self.probe_countdown.store(countdown - 1, Relaxed);
+                return Ok(());
+            }
+        }
         self.handle_signal_slow(state)
     }
 
@@ -310,7 +331,7 @@ impl SqlKiller {
     #[inline(never)]
     fn handle_signal_slow(&self, state: State) -> Result<(), KillError> {
         let state = self.poll_probe(state);
-        if state.signal().is_none() || self.is_immune(state) {
+        if state.signal().is_none() || state.has(State::IMMUNE) {
             return Ok(());
         }
         match self.error_for(state) {
@@ -366,6 +387,11 @@ impl SqlKiller {
             let current = self.load_for_update();
             if current.is_killing() {
                 // The winner is publishing; it holds nothing we hold.
+                assert!(
+                    !self.in_own_hook(),
+                    "sqlkiller: reset called from inside this killer's own cancel hook; the \
+                     hook runs while its statement is being killed, and reset waits for that"
+                );
                 backoff.snooze();
                 continue;
             }
@@ -373,6 +399,13 @@ impl SqlKiller {
             // lock, in the same critical section as the CAS that ends the
             // generation (I4; see `state.rs`).
             let mut side = current.has(State::SIDE_DATA).then(|| lock(&self.side));
+            if side.as_ref().is_some_and(|side| self.hooks_running(side)) {
+                // A hook installed after the kill is running on another
+                // thread; it belongs to this statement, so wait for it.
+                drop(side);
+                backoff.snooze();
+                continue;
+            }
             // One CAS from the exact state we read: a kill that lands between
             // the read and the CAS makes it fail, so the kill is either
             // returned here or survives into the next generation (#70545).
@@ -390,7 +423,7 @@ impl SqlKiller {
             if let Some(leftovers) = leftovers {
                 leftovers.release();
             }
-            self.reset_probe_timer();
+            self.reset_probe_timer(current);
             let cleared = current.signal();
             if let Some(signal) = cleared {
                 log::kill_finished(self.conn_id(), signal);

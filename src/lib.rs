@@ -40,15 +40,25 @@
 #![warn(missing_docs)]
 
 mod error;
+mod event;
+mod finish;
+mod hook;
+mod immune;
 mod killer;
 mod log;
 mod loom;
+mod probe;
 mod side;
 mod signal;
 mod state;
 
 pub use error::KillError;
+pub use event::{KillEvent, WaitOutcome};
+pub use finish::FinishError;
+pub use hook::HookStatus;
+pub use immune::KillImmuneGuard;
 pub use killer::SqlKiller;
+pub use probe::DEFAULT_PROBE_INTERVAL;
 pub use signal::{InvalidKillSignal, KillOutcome, KillPhase, KillSignal, StatementId};
 
 /// The README's examples, compiled and run as doctests.

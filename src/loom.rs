@@ -5,9 +5,36 @@
 //! it. The std side mirrors loom's API, never the other way round.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::{atomic, Mutex, MutexGuard};
+pub(crate) use loom::sync::{atomic, Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{atomic, Mutex, MutexGuard};
+pub(crate) use std::sync::{atomic, Condvar, Mutex, MutexGuard};
+
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
+
+/// Threads: `current`, `Thread::unpark`, `ThreadId`, and a timed park.
+pub(crate) mod thread {
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{current, Thread, ThreadId};
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{current, Thread, ThreadId};
+
+    /// Parks the current thread for at most `timeout`.
+    ///
+    /// loom has no clock: under loom this parks until unparked, so a model
+    /// that relies on a timeout to finish is reported as a deadlock.
+    pub(crate) fn park_timeout(timeout: std::time::Duration) {
+        #[cfg(not(loom))]
+        std::thread::park_timeout(timeout);
+        #[cfg(loom)]
+        {
+            let _ = timeout;
+            loom::thread::park();
+        }
+    }
+}
 
 /// Locks `mutex`, ignoring poison.
 ///
@@ -16,6 +43,13 @@ pub(crate) use std::sync::{atomic, Mutex, MutexGuard};
 /// the data consistent (every section is a handful of moves).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Waits on `condvar`, ignoring poison (see [`lock`]).
+pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    condvar
+        .wait(guard)
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// A spin-wait step: `crossbeam_utils::Backoff` natively, a plain yield under

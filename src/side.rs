@@ -1,53 +1,197 @@
-//! The side table: what a kill publishes besides the state word.
+//! The side table: what a kill publishes besides the state word, and who serves it.
+//!
+//! Generation-local entries (reason, waiters, cancel hook) are valid only
+//! while the matching flag of the state word is set, and a generation that
+//! has one of those flags ends only under the side-table lock (see
+//! `state.rs`). Nothing of the user's — hook, waker, finish function,
+//! probe — runs or is dropped while the lock is held.
 
+use std::cell::Cell;
+use std::task::Waker;
+
+use crate::event::WaitOutcome;
+use crate::finish::FinishSlot;
+use crate::loom::{lock, thread, thread_local, MutexGuard};
+use crate::probe::ProbeSlot;
 use crate::state::State;
-use crate::SqlKiller;
+use crate::{KillSignal, SqlKiller};
+
+pub(crate) type CancelHook = Box<dyn FnOnce() + Send>;
+
+/// How to wake one waiter.
+pub(crate) enum Wake {
+    /// Registered, nobody blocked yet (or the last wait timed out).
+    Nobody,
+    /// A thread blocked in `KillEvent::wait`.
+    Thread(thread::Thread),
+    /// A task polling the `KillEvent` future.
+    Task(Waker),
+}
+
+impl Wake {
+    pub(crate) fn wake(self) {
+        match self {
+            Wake::Nobody => {}
+            Wake::Thread(thread) => thread.unpark(),
+            Wake::Task(waker) => waker.wake(),
+        }
+    }
+}
+
+/// One registered kill event. Entries whose `outcome` is `None` belong to
+/// the current generation: `reset` completes them all before it ends it.
+pub(crate) struct Waiter {
+    pub(crate) id: u64,
+    pub(crate) outcome: Option<WaitOutcome>,
+    pub(crate) wake: Wake,
+}
 
 /// Data too big for the state word, behind `SqlKiller::side`'s lock.
-///
-/// Generation-local fields are valid only while the matching flag of the
-/// state word is set (see `state.rs`).
 #[derive(Default)]
 pub(crate) struct SideTable {
     /// The winning kill's reason text; valid while `REASON` is set.
     pub(crate) reason: String,
+    /// Registered kill events; pending ones are valid while `WAITERS` is set.
+    pub(crate) waiters: Vec<Waiter>,
+    pub(crate) next_waiter_id: u64,
+    /// The current statement's cancel hook; valid while `HOOK` is set.
+    pub(crate) hook: Option<CancelHook>,
+    /// Hooks taken out of the table and running now; `reset` waits for zero.
+    pub(crate) hook_runners: u32,
+    pub(crate) finish: FinishSlot,
+    pub(crate) probe: ProbeSlot,
 }
 
-/// What `reset` took out of the side table, to be released after the lock
-/// is dropped (nothing of the user's is dropped or woken under our lock).
-pub(crate) struct Leftovers {}
+impl SideTable {
+    /// Completes every pending waiter with `outcome`, collecting their wakers.
+    pub(crate) fn complete_waiters(&mut self, outcome: WaitOutcome, wake: &mut Vec<Wake>) {
+        for waiter in self.waiters.iter_mut().filter(|w| w.outcome.is_none()) {
+            waiter.outcome = Some(outcome);
+            wake.push(std::mem::replace(&mut waiter.wake, Wake::Nobody));
+        }
+    }
+}
+
+/// The table behind a locked guard, created on first use.
+pub(crate) fn table<'a>(side: &'a mut MutexGuard<'_, Option<Box<SideTable>>>) -> &'a mut SideTable {
+    side.get_or_insert_with(Default::default)
+}
+
+/// What `reset` took out of the side table, released after the lock is dropped.
+#[must_use]
+pub(crate) struct Leftovers {
+    wake: Vec<Wake>,
+    hook: Option<CancelHook>,
+}
 
 impl Leftovers {
-    pub(crate) fn release(self) {}
+    /// Wakes the old statement's waiters and drops its hook un-run.
+    pub(crate) fn release(self) {
+        for waker in self.wake {
+            waker.wake();
+        }
+        drop(self.hook);
+    }
+}
+
+thread_local! {
+    /// The killer whose cancel hook this thread is running (its address), or 0.
+    static RUNNING_HOOK: Cell<usize> = Cell::new(0);
 }
 
 impl SqlKiller {
-    /// Side effects of a won kill, run in `Killing` after the reason is written.
-    pub(crate) fn publish_side_effects(&self, _won: State) {}
+    /// This killer's identity for the thread-local reentrancy checks.
+    pub(crate) fn address(&self) -> usize {
+        self as *const SqlKiller as usize
+    }
+
+    /// Whether this thread is inside one of this killer's cancel hooks.
+    pub(crate) fn in_own_hook(&self) -> bool {
+        RUNNING_HOOK.with(Cell::get) == self.address()
+    }
+
+    /// Side effects of a won kill, run in `Killing` after the reason is
+    /// written. `won` is the state our CAS installed: its flags say whom to
+    /// serve. Inside a kill-immune section they wait for the guard (I9).
+    pub(crate) fn publish_side_effects(&self, signal: KillSignal, won: State) {
+        if !won.has(State::IMMUNE) {
+            self.serve_kill(signal, won);
+        }
+    }
+
+    /// Wakes the current statement's waiters with `Killed(signal)` and runs
+    /// its cancel hook, for the flags set in `flags`. No flag, no lock: a
+    /// kill nobody waits for touches nothing but the state word.
+    pub(crate) fn serve_kill(&self, signal: KillSignal, flags: State) {
+        if !flags.has(State::WAITERS | State::HOOK) {
+            return;
+        }
+        let mut wake = Vec::new();
+        let hook = {
+            let mut side = lock(&self.side);
+            let table = table(&mut side);
+            if flags.has(State::WAITERS) {
+                table.complete_waiters(WaitOutcome::Killed(signal), &mut wake);
+            }
+            let hook = if flags.has(State::HOOK) { table.hook.take() } else { None };
+            if hook.is_some() {
+                table.hook_runners += 1;
+            }
+            hook
+        };
+        for waker in wake {
+            waker.wake();
+        }
+        if let Some(hook) = hook {
+            self.run_hook(hook);
+        }
+    }
+
+    /// Runs a hook taken out of the table (the caller counted it in
+    /// `hook_runners` under the lock); uncounts it even if it panics.
+    pub(crate) fn run_hook(&self, hook: CancelHook) {
+        struct Done<'a> {
+            killer: &'a SqlKiller,
+            outer: usize,
+        }
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                RUNNING_HOOK.with(|running| running.set(self.outer));
+                table(&mut lock(&self.killer.side)).hook_runners -= 1;
+            }
+        }
+        let outer = RUNNING_HOOK.with(|running| running.replace(self.address()));
+        let _done = Done { killer: self, outer };
+        hook();
+    }
+
+    /// Whether `reset` must wait before ending the generation: a hook taken
+    /// out of the table is still running. Called with the lock held.
+    pub(crate) fn hooks_running(&self, side: &MutexGuard<'_, Option<Box<SideTable>>>) -> bool {
+        let running = side.as_ref().is_some_and(|table| table.hook_runners > 0);
+        assert!(
+            !(running && self.in_own_hook()),
+            "sqlkiller: reset called from inside this killer's own cancel hook; the hook runs \
+             while its statement is being killed, and reset waits for it to return"
+        );
+        running
+    }
 
     /// Clears generation `ended`'s data; called by `reset` under the lock,
     /// right after its CAS succeeded.
     pub(crate) fn end_generation(
         &self,
-        side: &mut Option<Box<SideTable>>,
-        _ended: State,
+        side: &mut MutexGuard<'_, Option<Box<SideTable>>>,
+        ended: State,
     ) -> Leftovers {
+        let mut leftovers = Leftovers { wake: Vec::new(), hook: None };
         if let Some(table) = side.as_mut() {
             table.reason.clear();
+            if ended.has(State::WAITERS) {
+                table.complete_waiters(WaitOutcome::Reset, &mut leftovers.wake);
+            }
+            leftovers.hook = table.hook.take();
         }
-        Leftovers {}
+        leftovers
     }
-
-    /// Consults the liveness probe if one is installed and due; returns the
-    /// state to act on.
-    pub(crate) fn poll_probe(&self, state: State) -> State {
-        state
-    }
-
-    /// Whether the owner is inside a kill-immune section.
-    pub(crate) fn is_immune(&self, _state: State) -> bool {
-        false
-    }
-
-    pub(crate) fn reset_probe_timer(&self) {}
 }

@@ -131,6 +131,12 @@ impl State {
         self.0 & Self::NOT_QUIET == 0
     }
 
+    /// Only the probe sends `handle_signal` off its fast path.
+    #[inline(always)]
+    pub(crate) const fn is_probe_only(self) -> bool {
+        self.0 & Self::NOT_QUIET == Self::PROBE
+    }
+
     /// `Killing(g, signal)` from `Idle(g)`, keeping every flag.
     pub(crate) const fn killing(self, signal: KillSignal) -> State {
         State(self.0 | Self::KILLING | ((signal as u64) << Self::SIGNAL_SHIFT))

@@ -1,0 +1,150 @@
+//! The finish function: how a killer releases a statement stuck writing its result set.
+
+use crate::loom::{lock, thread, wait};
+use crate::side::table;
+use crate::SqlKiller;
+
+pub(crate) type FinishFn = Box<dyn FnMut() + Send>;
+
+/// The installed finish function and who is running it.
+#[derive(Default)]
+pub(crate) struct FinishSlot {
+    func: Option<FinishFn>,
+    /// The thread running the function (taken out of `func`), if any.
+    runner: Option<thread::ThreadId>,
+    /// Bumped by every set and clear: a runner puts its function back only
+    /// if nobody replaced or cleared it meanwhile.
+    version: u64,
+}
+
+/// A finish-function call that would wait for itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum FinishError {
+    /// Called from inside the running finish function, on its own thread.
+    #[error("{0} called from inside the finish function, which it would wait for")]
+    Reentrant(&'static str),
+}
+
+impl SqlKiller {
+    /// Installs the function that releases the statement when it is stuck
+    /// writing its result set (TiDB `SetFinishFunc`), replacing any other.
+    ///
+    /// Never blocks on a running finish function: a call made while one runs
+    /// (even from inside it) takes effect when it returns.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// let closed = Arc::new(AtomicBool::new(false));
+    /// let c = Arc::clone(&closed);
+    /// killer.set_finish_func(move || c.store(true, Ordering::SeqCst));
+    /// assert_eq!(killer.finish_result_set(), Ok(true));
+    /// assert!(closed.load(Ordering::SeqCst));
+    /// killer.clear_finish_func().unwrap();
+    /// assert_eq!(killer.finish_result_set(), Ok(false));
+    /// ```
+    pub fn set_finish_func(&self, func: impl FnMut() + Send + 'static) {
+        let func: FinishFn = Box::new(func);
+        let replaced = {
+            let mut side = lock(&self.side);
+            let slot = &mut table(&mut side).finish;
+            slot.version += 1;
+            slot.func.replace(func)
+        };
+        drop(replaced);
+    }
+
+    /// Removes the finish function (TiDB `ClearFinishFunc`). After it
+    /// returns `Ok`, the old function is neither running nor will run (I8):
+    /// it waits for a run in progress on another thread.
+    ///
+    /// # Errors
+    ///
+    /// [`FinishError::Reentrant`] if called from inside the finish function
+    /// itself: the function is cleared (it will not run again) but is still
+    /// running — the caller is in it.
+    pub fn clear_finish_func(&self) -> Result<(), FinishError> {
+        let me = thread::current().id();
+        let mut side = lock(&self.side);
+        let slot = &mut table(&mut side).finish;
+        slot.version += 1;
+        let cleared = slot.func.take();
+        let result = if slot.runner == Some(me) {
+            Err(FinishError::Reentrant("clear_finish_func"))
+        } else {
+            while table(&mut side).finish.runner.is_some() {
+                side = wait(&self.finish_done, side);
+            }
+            Ok(())
+        };
+        drop(side);
+        drop(cleared);
+        result
+    }
+
+    /// Runs the finish function (TiDB `FinishResultSet`); `Ok(false)` if none
+    /// is installed. Runs wait for each other, as under TiDB's lock, but no
+    /// lock is held while the function runs, so it may call back into the
+    /// killer.
+    ///
+    /// A finish function that panics is removed (the panic propagates to
+    /// this caller); the next `set_finish_func` installs a new one.
+    ///
+    /// # Errors
+    ///
+    /// [`FinishError::Reentrant`] if called from inside the finish function.
+    pub fn finish_result_set(&self) -> Result<bool, FinishError> {
+        let me = thread::current().id();
+        let mut side = lock(&self.side);
+        loop {
+            match table(&mut side).finish.runner {
+                Some(runner) if runner == me => {
+                    return Err(FinishError::Reentrant("finish_result_set"))
+                }
+                Some(_) => side = wait(&self.finish_done, side),
+                None => break,
+            }
+        }
+        let slot = &mut table(&mut side).finish;
+        let Some(func) = slot.func.take() else {
+            return Ok(false);
+        };
+        slot.runner = Some(me);
+        let mut run = FinishRun { killer: self, version: slot.version, func: Some(func) };
+        drop(side);
+        (run.func.as_mut().expect("taken above"))();
+        drop(run);
+        Ok(true)
+    }
+}
+
+/// A finish function taken out of the slot while it runs. Dropping it (also
+/// while unwinding) ends the run: it puts the function back unless it was
+/// replaced, cleared or panicked, and wakes `clear_finish_func`.
+struct FinishRun<'a> {
+    killer: &'a SqlKiller,
+    version: u64,
+    func: Option<FinishFn>,
+}
+
+impl Drop for FinishRun<'_> {
+    fn drop(&mut self) {
+        let leftover = {
+            let mut side = lock(&self.killer.side);
+            let slot = &mut table(&mut side).finish;
+            slot.runner = None;
+            let leftover = if slot.version == self.version && !std::thread::panicking() {
+                slot.func = self.func.take();
+                None
+            } else {
+                self.func.take()
+            };
+            self.killer.finish_done.notify_all();
+            leftover
+        };
+        drop(leftover);
+    }
+}

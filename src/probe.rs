@@ -1,0 +1,224 @@
+//! The liveness probe: `handle_signal` asks it, at most once per interval, whether the client is still there.
+//!
+//! TiDB reads the clock on every `HandleSignal`. Here the checkpoint only
+//! counts down an owner-local counter; when it reaches zero it reads the
+//! clock, and adapts the count so that the clock is read about sixteen
+//! times per interval whatever the checkpoint rate is.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
+use crate::loom::{lock, thread_local};
+use crate::side::table;
+use crate::state::State;
+use crate::{KillSignal, SqlKiller};
+
+pub(crate) type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Default probe interval (TiDB's `checkConnectionAliveDur`).
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Clock reads per interval the countdown aims at.
+const CLOCK_READS_PER_INTERVAL: u32 = 16;
+/// The most checkpoints between two clock reads.
+const MAX_STRIDE: u32 = 1 << 16;
+
+/// `probe_countdown` values below 2 send the checkpoint to `probe_due`.
+const COUNTDOWN_RESTART: u32 = 0;
+const COUNTDOWN_DUE: u32 = 1;
+
+pub(crate) struct ProbeSlot {
+    probe: Option<Probe>,
+    interval: Duration,
+    /// When the probe last ran, or when the timer was restarted.
+    last_probe: Option<Instant>,
+    last_clock: Option<Instant>,
+    stride: u32,
+}
+
+impl Default for ProbeSlot {
+    fn default() -> Self {
+        ProbeSlot {
+            probe: None,
+            interval: DEFAULT_PROBE_INTERVAL,
+            last_probe: None,
+            last_clock: None,
+            stride: 1,
+        }
+    }
+}
+
+thread_local! {
+    /// The killer whose probe this thread is running (its address), or 0.
+    static PROBING: Cell<usize> = Cell::new(0);
+}
+
+impl SqlKiller {
+    /// Installs the liveness probe (TiDB `IsConnectionAlive`): a function
+    /// that returns `false` once the client connection is gone.
+    ///
+    /// `handle_signal` then asks it at most once per probe interval (default
+    /// 1 s, see [`set_probe_interval`](SqlKiller::set_probe_interval)) and
+    /// kills the statement with `QueryInterrupted` when it says `false` —
+    /// through the same path as `send_kill_signal`, so waiters wake and the
+    /// cancel hook runs. The first interval starts at the first checkpoint
+    /// of each statement. The probe survives `reset`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sqlkiller::{KillError, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// killer.set_probe_interval(Duration::ZERO); // probe at every checkpoint
+    /// killer.set_connection_alive_probe(|| false); // the client hung up
+    /// assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+    /// ```
+    pub fn set_connection_alive_probe(&self, probe: impl Fn() -> bool + Send + Sync + 'static) {
+        let probe: Probe = Arc::new(probe);
+        let replaced = {
+            let mut side = lock(&self.side);
+            let slot = &mut table(&mut side).probe;
+            slot.last_probe = None;
+            let replaced = slot.probe.replace(probe);
+            // Under the lock, so the flag and the slot never disagree for long.
+            self.state.fetch_or(State::PROBE, AcqRel);
+            replaced
+        };
+        self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
+        drop(replaced);
+    }
+
+    /// Removes the liveness probe; `handle_signal` is back to one load.
+    pub fn clear_connection_alive_probe(&self) {
+        let removed = {
+            let mut side = lock(&self.side);
+            let removed = table(&mut side).probe.probe.take();
+            self.state.fetch_and(!State::PROBE, AcqRel);
+            removed
+        };
+        drop(removed);
+    }
+
+    /// Sets how often `handle_signal` may run the probe (default 1 s).
+    /// `Duration::ZERO` probes at every checkpoint and never reads the clock.
+    pub fn set_probe_interval(&self, interval: Duration) {
+        {
+            let mut side = lock(&self.side);
+            let slot = &mut table(&mut side).probe;
+            slot.interval = interval;
+            slot.stride = 1;
+            slot.last_clock = None;
+        }
+        self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
+    }
+
+    /// Runs the probe now, whatever the interval (TiDB
+    /// `CheckConnectionAlive`); if it says the connection is dead, kills the
+    /// statement that was current when it started with `QueryInterrupted`.
+    /// Returns what the probe said (`true` without a probe).
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert!(killer.check_connection_alive());
+    /// killer.set_connection_alive_probe(|| false);
+    /// assert!(!killer.check_connection_alive());
+    /// assert_eq!(killer.kill_signal(), Some(KillSignal::QueryInterrupted));
+    /// ```
+    pub fn check_connection_alive(&self) -> bool {
+        let probe = table(&mut lock(&self.side)).probe.probe.clone();
+        match probe {
+            Some(probe) => self.run_probe(&probe),
+            None => true,
+        }
+    }
+
+    /// The checkpoint's probe step, off the fast path: counts down, and when
+    /// due reads the clock and maybe probes. Returns the state to act on.
+    pub(crate) fn poll_probe(&self, state: State) -> State {
+        if !state.has(State::PROBE) || state.signal().is_some() {
+            return state;
+        }
+        let countdown = self.probe_countdown.load(Relaxed);
+        if countdown > COUNTDOWN_DUE {
+            self.probe_countdown.store(countdown - 1, Relaxed);
+            return state;
+        }
+        match self.probe_due(countdown == COUNTDOWN_RESTART) {
+            Some(probe) => {
+                self.run_probe(&probe);
+                self.load()
+            }
+            None => state,
+        }
+    }
+
+    /// The probe, if it should run now; re-arms the countdown.
+    fn probe_due(&self, restart: bool) -> Option<Probe> {
+        let mut side = lock(&self.side);
+        let slot = &mut table(&mut side).probe;
+        let probe = slot.probe.clone()?;
+        if slot.interval.is_zero() {
+            self.probe_countdown.store(COUNTDOWN_DUE, Relaxed);
+            return Some(probe);
+        }
+        let now = Instant::now();
+        let target = slot.interval / CLOCK_READS_PER_INTERVAL;
+        if let Some(gap) = slot.last_clock.map(|last| now.saturating_duration_since(last)) {
+            if gap < target / 2 {
+                slot.stride = (slot.stride * 2).min(MAX_STRIDE);
+            } else if gap > target * 2 {
+                slot.stride = (slot.stride / 2).max(1);
+            }
+        }
+        slot.last_clock = Some(now);
+        self.probe_countdown.store(slot.stride + 1, Relaxed);
+        match slot.last_probe {
+            Some(last) if !restart && now.saturating_duration_since(last) >= slot.interval => {
+                slot.last_probe = Some(now);
+                Some(probe)
+            }
+            Some(_) if !restart => None,
+            _ => {
+                slot.last_probe = Some(now);
+                None
+            }
+        }
+    }
+
+    /// Runs `probe` outside any lock and kills the statement it probed if
+    /// the connection is dead. A probe that calls back into `handle_signal`
+    /// is not run again from there.
+    fn run_probe(&self, probe: &Probe) -> bool {
+        if PROBING.with(Cell::get) == self.address() {
+            return true;
+        }
+        struct Done(usize);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                PROBING.with(|probing| probing.set(self.0));
+            }
+        }
+        let statement = self.statement();
+        let alive = {
+            let _done = Done(PROBING.with(|probing| probing.replace(self.address())));
+            probe()
+        };
+        if !alive {
+            // Targeted: a probe racing `reset` never kills the next statement.
+            self.kill_statement(statement, KillSignal::QueryInterrupted);
+        }
+        alive
+    }
+
+    /// `reset` restarts the probe timer: no probe in the first interval of
+    /// the next statement (as TiDB clears `lastCheckTime`).
+    pub(crate) fn reset_probe_timer(&self, ended: State) {
+        if ended.has(State::PROBE) {
+            self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
+        }
+    }
+}
