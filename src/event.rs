@@ -120,11 +120,20 @@ impl SqlKiller {
             // Not killed yet, or killed inside a kill-immune section: the
             // kill, the reset or the guard's drop will complete us.
             _ => {
-                table.waiters.push(Waiter { id, outcome: None, wake: Wake::Nobody });
+                table.waiters.push(Waiter {
+                    id,
+                    outcome: None,
+                    wake: Wake::Nobody,
+                });
                 None
             }
         };
-        KillEvent { killer: self, statement, id, outcome }
+        KillEvent {
+            killer: self,
+            statement,
+            id,
+            outcome,
+        }
     }
 }
 
@@ -177,7 +186,10 @@ impl KillEvent<'_> {
         }
         let old = {
             let mut side = lock(&self.killer.side);
-            let waiter = table(&mut side).waiters.iter_mut().find(|w| w.id == self.id);
+            let waiter = table(&mut side)
+                .waiters
+                .iter_mut()
+                .find(|w| w.id == self.id);
             waiter.map(|w| std::mem::replace(&mut w.wake, Wake::Nobody))
         };
         drop(old);

@@ -113,7 +113,11 @@ impl SqlKiller {
             return Ok(false);
         };
         slot.runner = Some(me);
-        let mut run = FinishRun { killer: self, version: slot.version, func: Some(func) };
+        let mut run = FinishRun {
+            killer: self,
+            version: slot.version,
+            func: Some(func),
+        };
         drop(side);
         (run.func.as_mut().expect("taken above"))();
         drop(run);

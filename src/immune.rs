@@ -53,7 +53,10 @@ impl SqlKiller {
                 self.wait_for_served_kill(prev);
             }
         }
-        KillImmuneGuard { killer: self, _owner_thread: PhantomData }
+        KillImmuneGuard {
+            killer: self,
+            _owner_thread: PhantomData,
+        }
     }
 
     /// Whether the owner is inside a kill-immune section.
@@ -75,7 +78,10 @@ impl SqlKiller {
             }
         }
         if prev.has(State::HOOK) {
-            while lock(&self.side).as_ref().is_some_and(|t| t.hook_runners > 0) {
+            while lock(&self.side)
+                .as_ref()
+                .is_some_and(|t| t.hook_runners > 0)
+            {
                 backoff.snooze();
             }
         }

@@ -167,7 +167,10 @@ impl SqlKiller {
         }
         let now = Instant::now();
         let target = slot.interval / CLOCK_READS_PER_INTERVAL;
-        if let Some(gap) = slot.last_clock.map(|last| now.saturating_duration_since(last)) {
+        if let Some(gap) = slot
+            .last_clock
+            .map(|last| now.saturating_duration_since(last))
+        {
             if gap < target / 2 {
                 slot.stride = (slot.stride * 2).min(MAX_STRIDE);
             } else if gap > target * 2 {

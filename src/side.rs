@@ -133,7 +133,11 @@ impl SqlKiller {
             if flags.has(State::WAITERS) {
                 table.complete_waiters(WaitOutcome::Killed(signal), &mut wake);
             }
-            let hook = if flags.has(State::HOOK) { table.hook.take() } else { None };
+            let hook = if flags.has(State::HOOK) {
+                table.hook.take()
+            } else {
+                None
+            };
             if hook.is_some() {
                 table.hook_runners += 1;
             }
@@ -161,7 +165,10 @@ impl SqlKiller {
             }
         }
         let outer = RUNNING_HOOK.with(|running| running.replace(self.address()));
-        let _done = Done { killer: self, outer };
+        let _done = Done {
+            killer: self,
+            outer,
+        };
         hook();
     }
 
@@ -184,7 +191,10 @@ impl SqlKiller {
         side: &mut MutexGuard<'_, Option<Box<SideTable>>>,
         ended: State,
     ) -> Leftovers {
-        let mut leftovers = Leftovers { wake: Vec::new(), hook: None };
+        let mut leftovers = Leftovers {
+            wake: Vec::new(),
+            hook: None,
+        };
         if let Some(table) = side.as_mut() {
             table.reason.clear();
             if ended.has(State::WAITERS) {

@@ -225,3 +225,128 @@ fn broken_kill_as_load_then_store() {
         assert!(!(mine && theirs), "two winners for one statement");
     });
 }
+
+/// TiDB PR #70608: the cancel hook (`ConnCancel`) was published *after* the
+/// check that the statement is alive. A kill that wins its CAS in between
+/// finds no hook, and the hook is then installed on a killed statement and
+/// never runs: the in-flight RPC hangs until its timeout.
+/// Fixed model: `side_channels::hook_installed_while_kill_fires`.
+#[test]
+fn broken_70608_hook_published_after_check() {
+    assert_rejected(
+        "broken_70608_hook_published_after_check",
+        2,
+        "hook never ran",
+        || {
+            type Hook = Box<dyn FnOnce() + Send>;
+            struct GoKiller {
+                signal: AtomicU32,
+                conn_cancel: Mutex<Option<Hook>>,
+            }
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                conn_cancel: Mutex::new(None),
+            });
+            let runs = Arc::new(AtomicU32::new(0));
+            let k = Arc::clone(&killer);
+            let kill = thread::spawn(move || {
+                if k.signal
+                    .compare_exchange(0, QUERY_INTERRUPTED, AcqRel, Acquire)
+                    .is_ok()
+                {
+                    let hook = k.conn_cancel.lock().unwrap().take();
+                    if let Some(hook) = hook {
+                        hook();
+                    }
+                }
+            });
+            // The session: "not killed? then publish the hook and send the RPC".
+            let r = Arc::clone(&runs);
+            if killer.signal.load(Acquire) == 0 {
+                *killer.conn_cancel.lock().unwrap() = Some(Box::new(move || {
+                    r.fetch_add(1, Relaxed);
+                }));
+            }
+            kill.join().unwrap();
+            if killer.signal.load(Acquire) != 0 && killer.conn_cancel.lock().unwrap().is_some() {
+                panic!("hook never ran: installed on a statement that was already killed");
+            }
+            let _ = runs.load(Relaxed);
+        },
+    );
+}
+
+/// The classic lost wake-up: a waiter checks "not killed", the kill fires
+/// and finds nobody to wake, then the waiter registers and goes to sleep —
+/// for ever. (A real `park` here makes loom abort the whole test binary on
+/// the deadlock, so the sleeper records that it went to sleep instead, and
+/// the model asserts that every sleeper was woken.) Fixed model:
+/// `side_channels::waiter_registers_while_kill_fires` (registration is an
+/// RMW on the state word, like the kill).
+#[test]
+fn broken_check_then_sleep_waiter() {
+    assert_rejected("broken_check_then_sleep_waiter", 2, "lost wake-up", || {
+        struct GoKiller {
+            signal: AtomicU32,
+            waiter: Mutex<bool>,
+        }
+        let killer = Arc::new(GoKiller {
+            signal: AtomicU32::new(0),
+            waiter: Mutex::new(false),
+        });
+        let k = Arc::clone(&killer);
+        let waiter = thread::spawn(move || {
+            if k.signal.load(Acquire) == 0 {
+                // Registers *after* the check, then sleeps without looking again.
+                *k.waiter.lock().unwrap() = true;
+                return true; // asleep
+            }
+            false
+        });
+        // The kill: set the signal, wake whoever is registered.
+        killer.signal.store(QUERY_INTERRUPTED, Release);
+        let woken = std::mem::take(&mut *killer.waiter.lock().unwrap());
+        let asleep = waiter.join().unwrap();
+        assert!(
+            !asleep || woken,
+            "lost wake-up: the waiter sleeps on a killed statement"
+        );
+    });
+}
+
+/// I8's bug: `ClearFinishFunc` that only swaps the function out, without
+/// waiting for a `FinishResultSet` already running it, returns while the
+/// old function still runs — it may then touch a result set the session has
+/// already freed. Fixed model: `side_channels::finish_races_clear`.
+#[test]
+fn broken_finish_called_outside_the_fence() {
+    assert_rejected(
+        "broken_finish_called_outside_the_fence",
+        2,
+        "ran after clear",
+        || {
+            type Finish = std::sync::Arc<dyn Fn() + Send + Sync>;
+            let slot: Arc<Mutex<Option<Finish>>> = Arc::new(Mutex::new(None));
+            let cleared = Arc::new(AtomicU32::new(0));
+            let c = Arc::clone(&cleared);
+            *slot.lock().unwrap() = Some(std::sync::Arc::new(move || {
+                assert_eq!(
+                    c.load(Acquire),
+                    0,
+                    "finish function ran after clear returned"
+                );
+            }));
+            let s = Arc::clone(&slot);
+            let finisher = thread::spawn(move || {
+                // FinishResultSet: take a reference under the lock, call it outside.
+                let finish = s.lock().unwrap().clone();
+                if let Some(finish) = finish {
+                    finish();
+                }
+            });
+            *slot.lock().unwrap() = None; // ClearFinishFunc
+            cleared.store(1, Release);
+            finisher.join().unwrap();
+        },
+    );
+}
