@@ -52,6 +52,8 @@ impl Default for ProbeSlot {
 
 thread_local! {
     /// The killer whose probe this thread is running (its address), or 0.
+    // No `const { }` initializer: loom's `thread_local!` does not take one.
+    #[allow(clippy::missing_const_for_thread_local)]
     static PROBING: Cell<usize> = Cell::new(0);
 }
 

@@ -96,6 +96,8 @@ impl Leftovers {
 
 thread_local! {
     /// The killer whose cancel hook this thread is running (its address), or 0.
+    // No `const { }` initializer: loom's `thread_local!` does not take one.
+    #[allow(clippy::missing_const_for_thread_local)]
     static RUNNING_HOOK: Cell<usize> = Cell::new(0);
 }
 
