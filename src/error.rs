@@ -1,5 +1,7 @@
 //! The error a killed statement reports: MySQL/TiDB codes, SQLSTATEs and messages.
 
+use std::borrow::Cow;
+
 use crate::KillSignal;
 
 /// The text TiDB puts in the runaway message when no reason was given.
@@ -62,7 +64,7 @@ pub enum KillError {
     #[error("Query execution was interrupted, identified as runaway query [{detail}]")]
     RunawayQueryExceeded {
         /// The reason text, or `runaway exceed tidb side`.
-        detail: String,
+        detail: Cow<'static, str>,
     },
     /// [`KillSignal::KilledByMemArbitrator`]: 8180, SQLSTATE HY000.
     #[error(
@@ -71,7 +73,7 @@ pub enum KillError {
     )]
     KilledByMemArbitrator {
         /// The reason text given with the kill (empty if none).
-        reason: String,
+        reason: Cow<'static, str>,
         /// Connection id when the error was built.
         conn_id: u64,
     },
@@ -79,6 +81,7 @@ pub enum KillError {
 
 impl KillError {
     /// Builds the error for `signal` as the killer would report it.
+    /// Allocates only to copy a non-empty reason.
     ///
     /// ```
     /// use sqlkiller::{KillError, KillSignal};
@@ -97,13 +100,13 @@ impl KillError {
             KillSignal::ServerMemoryExceeded => KillError::ServerMemoryExceeded { conn_id },
             KillSignal::RunawayQueryExceeded => KillError::RunawayQueryExceeded {
                 detail: if reason.is_empty() {
-                    RUNAWAY_DEFAULT_DETAIL.to_owned()
+                    Cow::Borrowed(RUNAWAY_DEFAULT_DETAIL)
                 } else {
-                    reason.to_owned()
+                    Cow::Owned(reason.to_owned())
                 },
             },
             KillSignal::KilledByMemArbitrator => KillError::KilledByMemArbitrator {
-                reason: reason.to_owned(),
+                reason: owned_unless_empty(reason),
                 conn_id,
             },
         }
@@ -139,5 +142,13 @@ impl KillError {
             KillSignal::QueryInterrupted => "70100",
             _ => "HY000",
         }
+    }
+}
+
+fn owned_unless_empty(text: &str) -> Cow<'static, str> {
+    if text.is_empty() {
+        Cow::Borrowed("")
+    } else {
+        Cow::Owned(text.to_owned())
     }
 }

@@ -148,7 +148,8 @@ impl KillEvent<'_> {
         self.poll_with(Register::Keep)
     }
 
-    /// Blocks until the statement is killed or ends, or `timeout` passes.
+    /// Blocks until the statement is killed or ends, or `timeout` passes
+    /// (`Duration::MAX` waits without a deadline).
     ///
     /// After [`WaitOutcome::TimedOut`] the event stays registered: waiting
     /// again still sees a kill that happened in between.
@@ -167,14 +168,14 @@ impl KillEvent<'_> {
             if let Some(outcome) = self.poll_with(Register::Thread) {
                 return outcome;
             }
-            let left = match deadline {
-                None => Duration::MAX,
+            match deadline {
+                // No deadline: a plain park, no kernel timer to arm and cancel.
+                None => thread::park(),
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left,
+                    Some(left) if !left.is_zero() => thread::park_timeout(left),
                     _ => return self.give_up(),
                 },
-            };
-            thread::park_timeout(left);
+            }
         }
     }
 

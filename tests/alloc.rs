@@ -1,0 +1,49 @@
+//! SPEC §7 allocation budget, checked with a counting global allocator (no
+//! timings): with no waiter and no hook, the signal's operations allocate
+//! nothing. One test in this binary, so no other test allocates meanwhile.
+
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use std::alloc::System;
+
+use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[test]
+fn new_kill_check_and_reset_allocate_nothing() {
+    let region = Region::new(GLOBAL);
+
+    let killer = SqlKiller::new();
+    killer.set_conn_id(7);
+    for round in 0..1_000u32 {
+        for signal in KillSignal::ALL {
+            assert!(killer.handle_signal().is_ok());
+            let outcome = if round % 2 == 0 {
+                killer.send_kill_signal(signal)
+            } else {
+                killer.kill_statement(killer.statement(), signal)
+            };
+            assert_eq!(outcome, KillOutcome::Sent);
+            assert_eq!(
+                killer.send_kill_signal(KillSignal::QueryInterrupted),
+                KillOutcome::AlreadyKilled(signal)
+            );
+            // The error of every signal, built without a reason: no allocation.
+            assert_eq!(killer.handle_signal().unwrap_err().signal(), signal);
+            let _ = (killer.phase(), killer.kill_signal(), killer.conn_id());
+            assert_eq!(killer.reset(), Some(signal));
+        }
+    }
+    let stale = killer.statement();
+    killer.reset();
+    assert_eq!(
+        killer.kill_statement(stale, KillSignal::QueryInterrupted),
+        KillOutcome::Stale
+    );
+    drop(killer);
+
+    let stats = region.change();
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.reallocations, 0, "{stats:?}");
+}
