@@ -23,18 +23,18 @@ impl Outcomes {
     }
 }
 
-/// Runs `model` over every interleaving loom explores with at most
-/// `preemption_bound` preemptions (unless `LOOM_MAX_PREEMPTIONS` asks for
-/// another bound), prints the bound, the number of executions and the time
-/// taken, and asserts that the executions reached every outcome in
-/// `must_see`.
+/// Runs `model` over every interleaving loom explores — all of them when
+/// `preemption_bound` is `None`, else those with at most that many
+/// preemptions (`LOOM_MAX_PREEMPTIONS` overrides either) — prints the bound,
+/// the number of executions and the time taken, and asserts that the
+/// executions reached every outcome in `must_see`.
 ///
 /// The last check guards the model itself: loom's DPOR can skip
 /// interleavings (tokio-rs/loom#392), and a model whose racing orders were
 /// never explored passes without proving anything.
 pub fn check(
     name: &str,
-    preemption_bound: usize,
+    preemption_bound: Option<usize>,
     must_see: &[&'static str],
     model: impl Fn(&Outcomes) + Sync + Send + 'static,
 ) {
@@ -43,7 +43,7 @@ pub fn check(
     let (executions, elapsed, outcome) = run(preemption_bound, move || model(&recorder));
     let bound = effective_bound(preemption_bound);
     if let Err(panic) = outcome {
-        eprintln!("loom model {name}: FAILED after {executions} executions (bound {bound})");
+        eprintln!("loom model {name}: FAILED after {executions} executions ({bound})");
         panic::resume_unwind(panic);
     }
     let seen = outcomes.0.lock().unwrap().clone();
@@ -54,7 +54,7 @@ pub fn check(
          {seen:?}): the race it is meant to check was not explored"
     );
     eprintln!(
-        "loom model {name}: passed, preemption bound {bound}, {executions} executions, {:.2?}, \
+        "loom model {name}: passed, {bound}, {executions} executions, {:.2?}, \
          reached {seen:?}",
         elapsed
     );
@@ -65,7 +65,7 @@ pub fn check(
 /// means the real model next to it proves nothing, so this fails the test.
 pub fn assert_rejected(
     name: &str,
-    preemption_bound: usize,
+    preemption_bound: Option<usize>,
     expected: &str,
     model: impl Fn() + Sync + Send + 'static,
 ) {
@@ -76,7 +76,7 @@ pub fn assert_rejected(
     let bound = effective_bound(preemption_bound);
     let panic = match outcome {
         Ok(()) => panic!(
-            "broken model {name} PASSED under loom (bound {bound}, {executions} executions): \
+            "broken model {name} PASSED under loom ({bound}, {executions} executions): \
              it no longer demonstrates its bug"
         ),
         Err(panic) => panic,
@@ -92,27 +92,43 @@ pub fn assert_rejected(
     );
     eprintln!(
         "loom model {name}: rejected as it should be, at execution {executions} \
-         (bound {bound}, {:.2?}): {}",
+         ({bound}, {:.2?}): {}",
         elapsed,
         message.lines().next().unwrap_or("")
     );
 }
 
-fn effective_bound(preemption_bound: usize) -> usize {
-    std::env::var("LOOM_MAX_PREEMPTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(preemption_bound)
+/// The bound in force: `LOOM_MAX_PREEMPTIONS` if set, else the model's own.
+fn effective_bound(preemption_bound: Option<usize>) -> Bound {
+    Bound(
+        std::env::var("LOOM_MAX_PREEMPTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .or(preemption_bound),
+    )
+}
+
+/// A preemption bound, printed as "preemption bound N" or "exhaustive".
+#[derive(Clone, Copy)]
+struct Bound(Option<usize>);
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(bound) => write!(f, "preemption bound {bound}"),
+            None => f.write_str("no preemption bound"),
+        }
+    }
 }
 
 type Outcome = Result<(), Box<dyn std::any::Any + Send>>;
 
 fn run(
-    preemption_bound: usize,
+    preemption_bound: Option<usize>,
     model: impl Fn() + Sync + Send + 'static,
 ) -> (usize, std::time::Duration, Outcome) {
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(effective_bound(preemption_bound));
+    builder.preemption_bound = effective_bound(preemption_bound).0;
     let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
     let start = Instant::now();

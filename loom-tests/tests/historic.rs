@@ -49,7 +49,7 @@ impl PlainField {
 fn broken_55467_plain_conn_id() {
     assert_rejected(
         "broken_55467_plain_conn_id",
-        2,
+        Some(2),
         "Causality violation",
         || {
             struct GoKiller {
@@ -85,24 +85,29 @@ fn broken_55467_plain_conn_id() {
 /// wrote, and `reset` waits for it to publish).
 #[test]
 fn broken_70545_reload_after_cas() {
-    assert_rejected("broken_70545_reload_after_cas", 2, "nil kill error", || {
-        fn kill_error(status: u32) -> Option<&'static str> {
-            (status != 0).then_some("Query execution was interrupted")
-        }
-        let signal = Arc::new(AtomicU32::new(0));
-        let s = Arc::clone(&signal);
-        let t = thread::spawn(move || {
-            if s.compare_exchange(0, QUERY_INTERRUPTED, AcqRel, Acquire)
-                .is_ok()
-            {
-                let status = s.load(Acquire); // the re-load
-                let err = kill_error(status).expect("nil kill error: Reset cleared the signal");
-                let _log = err.len();
+    assert_rejected(
+        "broken_70545_reload_after_cas",
+        Some(2),
+        "nil kill error",
+        || {
+            fn kill_error(status: u32) -> Option<&'static str> {
+                (status != 0).then_some("Query execution was interrupted")
             }
-        });
-        signal.swap(0, AcqRel); // Reset
-        t.join().unwrap();
-    });
+            let signal = Arc::new(AtomicU32::new(0));
+            let s = Arc::clone(&signal);
+            let t = thread::spawn(move || {
+                if s.compare_exchange(0, QUERY_INTERRUPTED, AcqRel, Acquire)
+                    .is_ok()
+                {
+                    let status = s.load(Acquire); // the re-load
+                    let err = kill_error(status).expect("nil kill error: Reset cleared the signal");
+                    let _log = err.len();
+                }
+            });
+            signal.swap(0, AcqRel); // Reset
+            t.join().unwrap();
+        },
+    );
 }
 
 /// TiDB #70545 / PR #70557: `Reset` was a load then a separate store. A
@@ -111,25 +116,30 @@ fn broken_70545_reload_after_cas() {
 /// Fixed model: `signal::kill_races_reset` (one CAS from the state read).
 #[test]
 fn broken_reset_as_load_then_store() {
-    assert_rejected("broken_reset_as_load_then_store", 2, "lost kill", || {
-        let signal = Arc::new(AtomicU32::new(0));
-        let s = Arc::clone(&signal);
-        let t = thread::spawn(move || {
-            s.compare_exchange(0, MAX_EXEC_TIME_EXCEEDED, AcqRel, Acquire)
-                .is_ok()
-        });
-        // Reset: log "kill finished" if set, then clear.
-        let cleared = signal.load(Acquire);
-        signal.store(0, Release);
-        let sent = t.join().unwrap();
-        let carried = signal.load(Acquire);
-        if sent {
-            assert!(
-                cleared == MAX_EXEC_TIME_EXCEEDED || carried == MAX_EXEC_TIME_EXCEEDED,
-                "lost kill: Sent, but neither reset nor the next statement saw it"
-            );
-        }
-    });
+    assert_rejected(
+        "broken_reset_as_load_then_store",
+        Some(2),
+        "lost kill",
+        || {
+            let signal = Arc::new(AtomicU32::new(0));
+            let s = Arc::clone(&signal);
+            let t = thread::spawn(move || {
+                s.compare_exchange(0, MAX_EXEC_TIME_EXCEEDED, AcqRel, Acquire)
+                    .is_ok()
+            });
+            // Reset: log "kill finished" if set, then clear.
+            let cleared = signal.load(Acquire);
+            signal.store(0, Release);
+            let sent = t.join().unwrap();
+            let carried = signal.load(Acquire);
+            if sent {
+                assert!(
+                    cleared == MAX_EXEC_TIME_EXCEEDED || carried == MAX_EXEC_TIME_EXCEEDED,
+                    "lost kill: Sent, but neither reset nor the next statement saw it"
+                );
+            }
+        },
+    );
 }
 
 /// The classic stale kill (MySQL, PostgreSQL and TiDB alike): a `KILL QUERY`
@@ -141,7 +151,7 @@ fn broken_reset_as_load_then_store() {
 fn broken_stale_kill_check_then_act() {
     assert_rejected(
         "broken_stale_kill_check_then_act",
-        2,
+        Some(2),
         "next statement was killed",
         || {
             let killer = Arc::new(SqlKiller::new());
@@ -169,38 +179,43 @@ fn broken_stale_kill_check_then_act() {
 /// Fixed model: `signal::reason_travels_with_signal`.
 #[test]
 fn broken_reason_written_before_cas() {
-    assert_rejected("broken_reason_written_before_cas", 2, "torn reason", || {
-        struct GoKiller {
-            signal: AtomicU32,
-            desc: Mutex<&'static str>,
-        }
-        let killer = Arc::new(GoKiller {
-            signal: AtomicU32::new(0),
-            desc: Mutex::new(""),
-        });
-        let spawn = |signal: u32, desc: &'static str| {
-            let k = Arc::clone(&killer);
-            thread::spawn(move || {
-                *k.desc.lock().unwrap() = desc;
-                let _ = k.signal.compare_exchange(0, signal, AcqRel, Acquire);
-            })
-        };
-        let a = spawn(QUERY_INTERRUPTED, "from killer 1");
-        let b = spawn(MAX_EXEC_TIME_EXCEEDED, "from killer 2");
-        a.join().unwrap();
-        b.join().unwrap();
-        let signal = killer.signal.load(Acquire);
-        let desc = *killer.desc.lock().unwrap();
-        let expected = if signal == QUERY_INTERRUPTED {
-            "from killer 1"
-        } else {
-            "from killer 2"
-        };
-        assert_eq!(
-            desc, expected,
-            "torn reason: signal {signal} carries {desc:?}"
-        );
-    });
+    assert_rejected(
+        "broken_reason_written_before_cas",
+        Some(2),
+        "torn reason",
+        || {
+            struct GoKiller {
+                signal: AtomicU32,
+                desc: Mutex<&'static str>,
+            }
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                desc: Mutex::new(""),
+            });
+            let spawn = |signal: u32, desc: &'static str| {
+                let k = Arc::clone(&killer);
+                thread::spawn(move || {
+                    *k.desc.lock().unwrap() = desc;
+                    let _ = k.signal.compare_exchange(0, signal, AcqRel, Acquire);
+                })
+            };
+            let a = spawn(QUERY_INTERRUPTED, "from killer 1");
+            let b = spawn(MAX_EXEC_TIME_EXCEEDED, "from killer 2");
+            a.join().unwrap();
+            b.join().unwrap();
+            let signal = killer.signal.load(Acquire);
+            let desc = *killer.desc.lock().unwrap();
+            let expected = if signal == QUERY_INTERRUPTED {
+                "from killer 1"
+            } else {
+                "from killer 2"
+            };
+            assert_eq!(
+                desc, expected,
+                "torn reason: signal {signal} carries {desc:?}"
+            );
+        },
+    );
 }
 
 /// I1's bug: a kill that checks "not killed yet" with a load and then
@@ -208,22 +223,27 @@ fn broken_reason_written_before_cas() {
 /// Fixed models: `signal::two_killers_race`, `signal::three_killers_race`.
 #[test]
 fn broken_kill_as_load_then_store() {
-    assert_rejected("broken_kill_as_load_then_store", 2, "two winners", || {
-        let signal = Arc::new(AtomicU32::new(0));
-        let kill = |s: &AtomicU32, sig: u32| {
-            if s.load(Acquire) == 0 {
-                s.store(sig, Release);
-                true
-            } else {
-                false
-            }
-        };
-        let s = Arc::clone(&signal);
-        let t = thread::spawn(move || kill(&s, QUERY_INTERRUPTED));
-        let mine = kill(&signal, MAX_EXEC_TIME_EXCEEDED);
-        let theirs = t.join().unwrap();
-        assert!(!(mine && theirs), "two winners for one statement");
-    });
+    assert_rejected(
+        "broken_kill_as_load_then_store",
+        Some(2),
+        "two winners",
+        || {
+            let signal = Arc::new(AtomicU32::new(0));
+            let kill = |s: &AtomicU32, sig: u32| {
+                if s.load(Acquire) == 0 {
+                    s.store(sig, Release);
+                    true
+                } else {
+                    false
+                }
+            };
+            let s = Arc::clone(&signal);
+            let t = thread::spawn(move || kill(&s, QUERY_INTERRUPTED));
+            let mine = kill(&signal, MAX_EXEC_TIME_EXCEEDED);
+            let theirs = t.join().unwrap();
+            assert!(!(mine && theirs), "two winners for one statement");
+        },
+    );
 }
 
 /// TiDB PR #70608: the cancel hook (`ConnCancel`) was published *after* the
@@ -235,7 +255,7 @@ fn broken_kill_as_load_then_store() {
 fn broken_70608_hook_published_after_check() {
     assert_rejected(
         "broken_70608_hook_published_after_check",
-        2,
+        Some(2),
         "hook never ran",
         || {
             type Hook = Box<dyn FnOnce() + Send>;
@@ -285,33 +305,38 @@ fn broken_70608_hook_published_after_check() {
 /// RMW on the state word, like the kill).
 #[test]
 fn broken_check_then_sleep_waiter() {
-    assert_rejected("broken_check_then_sleep_waiter", 2, "lost wake-up", || {
-        struct GoKiller {
-            signal: AtomicU32,
-            waiter: Mutex<bool>,
-        }
-        let killer = Arc::new(GoKiller {
-            signal: AtomicU32::new(0),
-            waiter: Mutex::new(false),
-        });
-        let k = Arc::clone(&killer);
-        let waiter = thread::spawn(move || {
-            if k.signal.load(Acquire) == 0 {
-                // Registers *after* the check, then sleeps without looking again.
-                *k.waiter.lock().unwrap() = true;
-                return true; // asleep
+    assert_rejected(
+        "broken_check_then_sleep_waiter",
+        Some(2),
+        "lost wake-up",
+        || {
+            struct GoKiller {
+                signal: AtomicU32,
+                waiter: Mutex<bool>,
             }
-            false
-        });
-        // The kill: set the signal, wake whoever is registered.
-        killer.signal.store(QUERY_INTERRUPTED, Release);
-        let woken = std::mem::take(&mut *killer.waiter.lock().unwrap());
-        let asleep = waiter.join().unwrap();
-        assert!(
-            !asleep || woken,
-            "lost wake-up: the waiter sleeps on a killed statement"
-        );
-    });
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                waiter: Mutex::new(false),
+            });
+            let k = Arc::clone(&killer);
+            let waiter = thread::spawn(move || {
+                if k.signal.load(Acquire) == 0 {
+                    // Registers *after* the check, then sleeps without looking again.
+                    *k.waiter.lock().unwrap() = true;
+                    return true; // asleep
+                }
+                false
+            });
+            // The kill: set the signal, wake whoever is registered.
+            killer.signal.store(QUERY_INTERRUPTED, Release);
+            let woken = std::mem::take(&mut *killer.waiter.lock().unwrap());
+            let asleep = waiter.join().unwrap();
+            assert!(
+                !asleep || woken,
+                "lost wake-up: the waiter sleeps on a killed statement"
+            );
+        },
+    );
 }
 
 /// I8's bug: `ClearFinishFunc` that only swaps the function out, without
@@ -322,7 +347,7 @@ fn broken_check_then_sleep_waiter() {
 fn broken_finish_called_outside_the_fence() {
     assert_rejected(
         "broken_finish_called_outside_the_fence",
-        2,
+        Some(2),
         "ran after clear",
         || {
             type Finish = std::sync::Arc<dyn Fn() + Send + Sync>;

@@ -24,7 +24,7 @@ const FOREVER: Duration = Duration::from_secs(3600);
 fn waiter_registers_while_kill_fires() {
     check(
         "waiter_registers_while_kill_fires",
-        3,
+        None,
         &["registered before kill", "registered after kill"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -53,7 +53,7 @@ fn waiter_registers_while_kill_fires() {
 fn async_waiter_registers_while_kill_fires() {
     check(
         "async_waiter_registers_while_kill_fires",
-        3,
+        None,
         &["polled before kill", "polled after kill"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -86,30 +86,35 @@ fn async_waiter_registers_while_kill_fires() {
 /// that did not land — and every waiter returns (I6).
 #[test]
 fn waiter_races_reset() {
-    check("waiter_races_reset", 2, &["Killed", "Reset"], |seen| {
-        let killer = Arc::new(SqlKiller::new());
-        let statement = killer.statement();
-        let mut event = killer.kill_event();
-        let k = Arc::clone(&killer);
-        let kill = thread::spawn(move || k.kill_statement(statement, ServerMemoryExceeded));
-        let k = Arc::clone(&killer);
-        let waiter = thread::spawn(move || k.kill_event_for(statement).wait(FOREVER));
-        let cleared = killer.reset();
-        let landed = kill.join().unwrap() == KillOutcome::Sent;
-        assert_eq!(landed, cleared.is_some());
-        let expected = if landed {
-            WaitOutcome::Killed(ServerMemoryExceeded)
-        } else {
-            WaitOutcome::Reset
-        };
-        let late = waiter.join().unwrap();
-        assert!(
-            late == expected || late == WaitOutcome::Reset,
-            "{late:?} but expected {expected:?}"
-        );
-        assert_eq!(event.try_outcome(), Some(expected));
-        seen.saw(if landed { "Killed" } else { "Reset" });
-    });
+    check(
+        "waiter_races_reset",
+        Some(4),
+        &["Killed", "Reset"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let statement = killer.statement();
+            let mut event = killer.kill_event();
+            let k = Arc::clone(&killer);
+            let kill = thread::spawn(move || k.kill_statement(statement, ServerMemoryExceeded));
+            let k = Arc::clone(&killer);
+            let waiter = thread::spawn(move || k.kill_event_for(statement).wait(FOREVER));
+            let cleared = killer.reset();
+            let landed = kill.join().unwrap() == KillOutcome::Sent;
+            assert_eq!(landed, cleared.is_some());
+            let expected = if landed {
+                WaitOutcome::Killed(ServerMemoryExceeded)
+            } else {
+                WaitOutcome::Reset
+            };
+            let late = waiter.join().unwrap();
+            assert!(
+                late == expected || late == WaitOutcome::Reset,
+                "{late:?} but expected {expected:?}"
+            );
+            assert_eq!(event.try_outcome(), Some(expected));
+            seen.saw(if landed { "Killed" } else { "Reset" });
+        },
+    );
 }
 
 /// I7 and TiDB PR #70608: the owner installs a cancel hook while a kill
@@ -119,7 +124,7 @@ fn waiter_races_reset() {
 fn hook_installed_while_kill_fires() {
     check(
         "hook_installed_while_kill_fires",
-        3,
+        None,
         &["hook ran by killer", "hook ran at install"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -152,7 +157,7 @@ fn hook_installed_while_kill_fires() {
 fn hook_races_reset() {
     check(
         "hook_races_reset",
-        3,
+        None,
         &["hook ran", "hook dropped"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -181,7 +186,7 @@ fn hook_races_reset() {
 fn finish_races_clear() {
     check(
         "finish_races_clear",
-        3,
+        None,
         &["finish ran", "finish cleared first"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -215,7 +220,7 @@ fn finish_races_clear() {
 fn probe_races_reset() {
     check(
         "probe_races_reset",
-        3,
+        None,
         &["probe in old statement", "probe in new statement"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -258,7 +263,7 @@ fn probe_races_reset() {
 fn kill_inside_guard() {
     check(
         "kill_inside_guard",
-        2,
+        None,
         &[
             "killed before section",
             "killed inside section",

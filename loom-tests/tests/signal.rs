@@ -15,7 +15,7 @@ use KillSignal::*;
 fn two_killers_race() {
     check(
         "two_killers_race",
-        3,
+        None,
         &["spawned killer won", "main killer won"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -47,7 +47,7 @@ fn two_killers_race() {
 fn three_killers_race() {
     check(
         "three_killers_race",
-        2,
+        None,
         &[
             "QueryInterrupted won",
             "QueryMemoryExceeded won",
@@ -94,7 +94,7 @@ fn three_killers_race() {
 /// I2: a kill that returned `Sent` before the check started (joined) is seen.
 #[test]
 fn kill_then_check() {
-    check("kill_then_check", 3, &[], |_| {
+    check("kill_then_check", None, &[], |_| {
         let killer = Arc::new(SqlKiller::new());
         let k = Arc::clone(&killer);
         let t = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
@@ -110,7 +110,7 @@ fn kill_then_check() {
 fn kill_races_check() {
     check(
         "kill_races_check",
-        3,
+        None,
         &["check before kill", "check saw kill"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -146,7 +146,7 @@ fn kill_races_check() {
 fn kill_statement_races_reset() {
     check(
         "kill_statement_races_reset",
-        3,
+        None,
         &["killed its statement", "stale"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -181,7 +181,7 @@ fn kill_statement_races_reset() {
 fn kill_races_reset() {
     check(
         "kill_races_reset",
-        3,
+        None,
         &["reset cleared it", "next statement carries it"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -205,7 +205,7 @@ fn kill_races_reset() {
 fn reason_seen_with_first_sight_of_signal() {
     check(
         "reason_seen_with_first_sight_of_signal",
-        3,
+        None,
         &["check before kill", "check saw kill"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
@@ -238,7 +238,7 @@ fn reason_seen_with_first_sight_of_signal() {
 fn reason_travels_with_signal() {
     check(
         "reason_travels_with_signal",
-        2,
+        Some(4),
         &[
             "arbitrator reason",
             "runaway reason",
@@ -291,7 +291,7 @@ fn reason_travels_with_signal() {
 fn seed_55467_conn_id_races_reset() {
     check(
         "seed_55467_conn_id_races_reset",
-        3,
+        None,
         &["logged conn 1", "logged conn 2"],
         |seen| {
             let killer = Arc::new(SqlKiller::new());
