@@ -128,6 +128,52 @@ impl RoundTrip for ParkerTrip {
     }
 }
 
+/// std's own parker (`thread::park` / `Thread::unpark`), which a blocked
+/// `KillEvent::wait` uses: separates the parker's cost from ours.
+struct StdParkTrip {
+    hs: Handshake,
+    waiter: thread::Thread,
+    _waiter: thread::JoinHandle<()>,
+}
+
+impl StdParkTrip {
+    fn new() -> Self {
+        let (to_waiter_parker, from_waiter) = (Parker::new(), Parker::new());
+        let to_waiter = to_waiter_parker.unparker().clone();
+        let back = from_waiter.unparker().clone();
+        let waiter = thread::spawn(move || loop {
+            to_waiter_parker.park();
+            back.unpark(); // ready
+            thread::park();
+            back.unpark(); // done
+        });
+        StdParkTrip {
+            hs: Handshake {
+                to_waiter,
+                from_waiter,
+            },
+            waiter: waiter.thread().clone(),
+            _waiter: waiter,
+        }
+    }
+}
+
+impl RoundTrip for StdParkTrip {
+    fn run(&mut self, rounds: usize) -> Vec<Duration> {
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            self.hs.to_waiter.unpark();
+            self.hs.from_waiter.park();
+            thread::sleep(SETTLE);
+            let t0 = Instant::now();
+            self.waiter.unpark();
+            self.hs.from_waiter.park();
+            samples.push(t0.elapsed());
+        }
+        samples
+    }
+}
+
 struct CondvarTrip {
     hs: Handshake,
     flag: Arc<(Mutex<bool>, Condvar)>,
@@ -210,6 +256,11 @@ fn main() {
         (
             "std Condvar: notify_one -> wait",
             Box::new(CondvarTrip::new()),
+            Vec::new(),
+        ),
+        (
+            "std thread: unpark -> park",
+            Box::new(StdParkTrip::new()),
             Vec::new(),
         ),
     ];

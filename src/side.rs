@@ -64,10 +64,34 @@ pub(crate) struct SideTable {
 
 impl SideTable {
     /// Completes every pending waiter with `outcome`, collecting their wakers.
-    pub(crate) fn complete_waiters(&mut self, outcome: WaitOutcome, wake: &mut Vec<Wake>) {
+    pub(crate) fn complete_waiters(&mut self, outcome: WaitOutcome, wake: &mut WakeList) {
         for waiter in self.waiters.iter_mut().filter(|w| w.outcome.is_none()) {
             waiter.outcome = Some(outcome);
             wake.push(std::mem::replace(&mut waiter.wake, Wake::Nobody));
+        }
+    }
+}
+
+/// Wake-ups collected under the lock, delivered after it is dropped. The
+/// first one is kept inline: the usual single waiter costs no allocation.
+#[derive(Default)]
+pub(crate) struct WakeList {
+    first: Option<Wake>,
+    rest: Vec<Wake>,
+}
+
+impl WakeList {
+    fn push(&mut self, wake: Wake) {
+        match wake {
+            Wake::Nobody => {}
+            wake if self.first.is_none() => self.first = Some(wake),
+            wake => self.rest.push(wake),
+        }
+    }
+
+    pub(crate) fn wake_all(self) {
+        for waker in self.first.into_iter().chain(self.rest) {
+            waker.wake();
         }
     }
 }
@@ -80,16 +104,14 @@ pub(crate) fn table<'a>(side: &'a mut MutexGuard<'_, Option<Box<SideTable>>>) ->
 /// What `reset` took out of the side table, released after the lock is dropped.
 #[must_use]
 pub(crate) struct Leftovers {
-    wake: Vec<Wake>,
+    wake: WakeList,
     hook: Option<CancelHook>,
 }
 
 impl Leftovers {
     /// Wakes the old statement's waiters and drops its hook un-run.
     pub(crate) fn release(self) {
-        for waker in self.wake {
-            waker.wake();
-        }
+        self.wake.wake_all();
         drop(self.hook);
     }
 }
@@ -128,7 +150,7 @@ impl SqlKiller {
         if !flags.has(State::WAITERS | State::HOOK) {
             return;
         }
-        let mut wake = Vec::new();
+        let mut wake = WakeList::default();
         let hook = {
             let mut side = lock(&self.side);
             let table = table(&mut side);
@@ -145,9 +167,7 @@ impl SqlKiller {
             }
             hook
         };
-        for waker in wake {
-            waker.wake();
-        }
+        wake.wake_all();
         if let Some(hook) = hook {
             self.run_hook(hook);
         }
@@ -194,7 +214,7 @@ impl SqlKiller {
         ended: State,
     ) -> Leftovers {
         let mut leftovers = Leftovers {
-            wake: Vec::new(),
+            wake: WakeList::default(),
             hook: None,
         };
         if let Some(table) = side.as_mut() {
