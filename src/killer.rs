@@ -9,6 +9,21 @@ use crate::side::SideTable;
 use crate::state::State;
 use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId};
 
+/// The body of `SqlKiller::new`, `const` natively, not under loom.
+macro_rules! new_killer {
+    () => {
+        SqlKiller {
+            state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
+            conn_id: AtomicU64::new(0),
+            in_write_result_set: AtomicBool::new(false),
+            side: Mutex::new(None),
+            finish_done: Condvar::new(),
+            probe_countdown: AtomicU32::new(0),
+            immune_depth: AtomicU32::new(0),
+        }
+    };
+}
+
 /// The query killer of one SQL session.
 ///
 /// The session thread (the *owner*) calls [`handle_signal`] at checkpoints
@@ -71,31 +86,15 @@ impl SqlKiller {
     /// Allocates nothing; usable in a `static`.
     #[cfg(not(loom))]
     pub const fn new() -> SqlKiller {
-        SqlKiller {
-            state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
-            conn_id: AtomicU64::new(0),
-            in_write_result_set: AtomicBool::new(false),
-            side: Mutex::new(None),
-            finish_done: Condvar::new(),
-            probe_countdown: AtomicU32::new(0),
-            immune_depth: AtomicU32::new(0),
-        }
+        new_killer!()
     }
 
     /// A killer at its first statement, not killed, connection id 0.
     ///
-    /// (loom's atomics are not `const`; this twin exists only under `cfg(loom)`.)
+    /// (loom's primitives are not `const`; this twin exists only under `cfg(loom)`.)
     #[cfg(loom)]
     pub fn new() -> SqlKiller {
-        SqlKiller {
-            state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
-            conn_id: AtomicU64::new(0),
-            in_write_result_set: AtomicBool::new(false),
-            side: Mutex::new(None),
-            finish_done: Condvar::new(),
-            probe_countdown: AtomicU32::new(0),
-            immune_depth: AtomicU32::new(0),
-        }
+        new_killer!()
     }
 
     // Orderings on the state word, once for the whole file:
