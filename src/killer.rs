@@ -308,7 +308,7 @@ impl SqlKiller {
     /// killer.send_kill_signal(KillSignal::MaxExecTimeExceeded);
     /// assert_eq!(killer.handle_signal().unwrap_err().code(), 3024);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn handle_signal(&self) -> Result<(), KillError> {
         let state = self.load();
         if state.is_quiet() {
