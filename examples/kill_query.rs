@@ -2,8 +2,9 @@
 //!
 //! Run with `cargo run --example kill_query`. Shows the three ways a
 //! statement ends early — `KILL QUERY`, the `max_execution_time` watchdog,
-//! the memory arbitrator with a reason — and a late `KILL QUERY` that
-//! arrives after its statement ended and so does nothing.
+//! the memory arbitrator with a reason — a late `KILL QUERY` that arrives
+//! after its statement ended and so does nothing, and a kill that arrives
+//! during a COMMIT, held back by a kill-immune section.
 
 use std::sync::Arc;
 use std::thread;
@@ -82,6 +83,28 @@ fn main() {
     println!("  late KILL QUERY for {short} returned {late:?}");
     assert_eq!(late, KillOutcome::Stale);
     println!("{}", run_statement(&killer, "SELECT 2", 10));
+    killer.reset();
+
+    // 5. A KILL QUERY lands while COMMIT is past its point of no return. The
+    //    commit finishes inside a kill-immune section; the kill is reported
+    //    after it, instead of claiming a committed transaction failed.
+    let _ = killer.set_cancel_hook(|| println!("  cancel hook: aborting the in-flight RPC"));
+    let immune = killer.kill_immune();
+    thread::scope(|s| {
+        let kill = s.spawn(|| killer.send_kill_signal(KillSignal::QueryInterrupted));
+        println!(
+            "  KILL QUERY during COMMIT returned {:?}",
+            kill.join().unwrap()
+        );
+    });
+    println!("{}", run_statement(&killer, "COMMIT (kill-immune)", 10));
+    println!("  COMMIT is durable; leaving the kill-immune section:");
+    drop(immune);
+    println!(
+        "  next checkpoint: {:?}",
+        killer.handle_signal().map_err(|e| e.code())
+    );
+    println!("  reset cleared {:?}", killer.reset());
 }
 
 /// Kills `statement` with `MaxExecTimeExceeded` once `limit` has passed.

@@ -15,6 +15,16 @@
 //! Idle(g) | Killed(g, s) --reset--> Idle(g + 1)
 //! ```
 //!
+//! Around the signal sit the side channels TiDB's killer has, each with the
+//! same care: [kill events](SqlKiller::kill_event) to block a thread or
+//! `.await` a task until the statement is killed or ends, a
+//! [cancel hook](SqlKiller::set_cancel_hook) that runs exactly once per
+//! killed statement, the [finish function](SqlKiller::set_finish_func), a
+//! [liveness probe](SqlKiller::set_connection_alive_probe) polled without
+//! reading the clock on every check — and one no peer has,
+//! [kill-immune sections](SqlKiller::kill_immune) for work past the point
+//! of no return.
+//!
 //! The same code runs natively and under `loom`, which checks every
 //! interleaving of the invariants of the crate's SPEC (§5); the models live
 //! in the `loom-tests` workspace member, next to deliberately broken models

@@ -27,7 +27,12 @@
 //! 2. **I2 no lost kill.** The winning CAS is a Release; `handle_signal`
 //!    loads with Acquire, so any check that starts after `Sent` returned reads
 //!    the kill or a later state. Models: `kill_then_check`,
-//!    `kill_races_check`.
+//!    `kill_races_check`; broken twin `broken_kill_as_load_then_store` (I1).
+//!    Waiters: registering sets `WAITERS` with an RMW, so either the kill's
+//!    CAS sees it and wakes them, or the registration sees the signal.
+//!    Models: `waiter_registers_while_kill_fires`,
+//!    `async_waiter_registers_while_kill_fires`, `waiter_races_reset`;
+//!    broken twin: `broken_check_then_sleep_waiter`.
 //! 3. **I3 no stale kill.** A targeted kill compares the generation inside the
 //!    same CAS that installs the signal, so it cannot land on another
 //!    generation; `reset` is one CAS from `Idle`/`Killed`, so a racing kill
@@ -37,7 +42,9 @@
 //! 4. **I4 no torn reason.** A kill with a reason holds the side-table lock
 //!    across its CAS and sets `REASON` in it; readers of a `REASON` state take
 //!    the same lock and re-check the generation, and a generation with
-//!    `REASON` only ends under that lock. Model: `reason_travels_with_signal`.
+//!    `REASON` only ends under that lock. Models:
+//!    `reason_seen_with_first_sight_of_signal`, `reason_travels_with_signal`;
+//!    broken twin: `broken_reason_written_before_cas`.
 //! 5. **I5 no data race.** Every field another thread can touch is an atomic
 //!    or behind a lock; the connection id is an atomic. Model:
 //!    `seed_55467_conn_id_races_reset`; broken twin:
@@ -45,19 +52,38 @@
 //! 6. **I6 nobody hangs.** `reset` waits for `Killing` to become `Killed`, and
 //!    the winner sets `KILLED` from a drop guard, so a panicking side effect
 //!    still releases it. No lock is held while waiting or while user code
-//!    runs. Models: `kill_races_reset`; broken twin
-//!    `broken_70545_reload_after_cas` (the nil lookup that panicked).
+//!    runs. Models: `kill_races_reset`, `hook_races_reset`,
+//!    `waiter_races_reset`; broken twin `broken_70545_reload_after_cas` (the
+//!    nil lookup that panicked).
+//! 7. **I7 hooks exactly once.** Installing sets `HOOK` with an RMW under
+//!    the side-table lock: a later kill takes the hook out of the table, an
+//!    earlier one leaves it to the installer, who runs it at once; whoever
+//!    runs a hook counts it in `hook_runners`, and `reset` waits for zero.
+//!    Models: `hook_installed_while_kill_fires`, `hook_races_reset`; broken
+//!    twin: `broken_70608_hook_published_after_check` (TiDB PR #70608).
+//! 8. **I8 finish fence.** The finish function runs outside the lock with
+//!    its runner recorded; `clear_finish_func` waits on a condvar until no
+//!    run is in progress. Model: `finish_races_clear`; broken twin:
+//!    `broken_finish_called_outside_the_fence`.
+//! 9. **I9 immunity.** Entering and leaving a kill-immune section are RMWs
+//!    on `IMMUNE`: a kill whose CAS saw `IMMUNE` leaves its waiters and hook
+//!    to the guard's drop, any other kill serves them itself, and entering
+//!    waits for a kill that is still serving. `handle_signal` reads the
+//!    signal and `IMMUNE` in one load. Model: `kill_inside_guard`.
 //!
-//! The side-channel invariants (I7 hooks, I8 finish fence, I9 immunity) use
-//! the `WAITERS`, `HOOK`, `PROBE` and `IMMUNE` bits reserved here.
+//! `probe_races_reset` checks that a liveness probe kills only the statement
+//! it probed (I3 for the probe).
 //!
 //! # Deadlock safety
 //!
 //! The only lock is the side table's (`SqlKiller::side`). It is never held
 //! while spinning on this word, while running user code (hooks, probes,
 //! finish functions, wakers), or while dropping user values. `reset` spins
-//! only while the word says `Killing`, and the killer that set it never waits
-//! for anything the owner holds.
+//! only while the word says `Killing` or a hook is running, and neither the
+//! killer nor a hook runner waits for anything the owner holds. The two
+//! waits a callback could close on itself fail loudly instead: `reset` from
+//! inside this killer's own hook panics, and the finish-function calls
+//! return `FinishError::Reentrant` from inside the finish function.
 
 use crate::{KillPhase, KillSignal, StatementId};
 
