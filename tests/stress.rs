@@ -8,6 +8,7 @@ use std::thread;
 use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
 
 const STATEMENTS: u64 = 100_000;
+const MIN_KILLED: usize = 1_000;
 const KILLERS: usize = 3;
 
 /// What one killer thread saw: every kill it won, with the statement it won.
@@ -61,7 +62,11 @@ fn killers_against_an_owner_that_checks_and_resets() {
     let mut cleared: Vec<Option<KillSignal>> = Vec::with_capacity(STATEMENTS as usize);
     let mut errors_seen = 0u64;
     start.wait();
-    for n in 0..STATEMENTS {
+    // At least STATEMENTS statements, longer (up to 10x) until MIN_KILLED
+    // kills have landed: the point is to race, however the cores are shared.
+    let mut killed_so_far = 0;
+    let mut n = 0;
+    while n < STATEMENTS || (killed_so_far < MIN_KILLED && n < 10 * STATEMENTS) {
         let statement = killer.statement().as_u64();
         assert_eq!(statement, first + n, "only reset advances the generation");
         let mut seen: Option<KillSignal> = None;
@@ -76,6 +81,11 @@ fn killers_against_an_owner_that_checks_and_resets() {
                 assert_eq!(seen, None, "a kill vanished inside its statement");
             }
         }
+        // A little work per statement, so that killers on the other core
+        // land inside statements however the two tests share the cores.
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
         let signal = killer.reset();
         if let Some(s) = seen {
             assert_eq!(
@@ -85,6 +95,8 @@ fn killers_against_an_owner_that_checks_and_resets() {
             );
         }
         cleared.push(signal);
+        killed_so_far += usize::from(signal.is_some());
+        n += 1;
     }
     done.store(true, Ordering::Relaxed);
     let logs: Vec<KillerLog> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -128,10 +140,10 @@ fn killers_against_an_owner_that_checks_and_resets() {
         "every Sent kill is cleared by exactly one reset"
     );
     assert!(
-        killed > 100 && killed < STATEMENTS as usize,
-        "killed {killed}: the test did not race"
+        killed >= MIN_KILLED && killed < cleared.len(),
+        "killed {killed} of {n}: the test did not race"
     );
-    eprintln!("{STATEMENTS} statements, {killed} killed, {errors_seen} failing checks");
+    eprintln!("{n} statements, {killed} killed, {errors_seen} failing checks");
 }
 
 fn reason_of(signal: KillSignal) -> &'static str {
@@ -150,4 +162,125 @@ fn check_error(err: &KillError) {
         }
         _ => {}
     }
+}
+
+/// Side channels under volume: every statement has a cancel hook and a kill
+/// event; some run part of their work in a kill-immune section; a waiter
+/// thread blocks on each statement in turn. Checks that hooks ran exactly
+/// for killed statements, events report what `reset` cleared, no check fails
+/// inside a section, and nobody hangs.
+#[test]
+fn side_channels_under_racing_killers() {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use sqlkiller::WaitOutcome;
+
+    const STATEMENTS: usize = 20_000;
+    let killer = Arc::new(SqlKiller::new());
+    // Runs until STATEMENTS statements and MIN_KILLED kills, at most 8x as long.
+    const MIN_KILLED: usize = 200;
+    const MAX_STATEMENTS: usize = 8 * STATEMENTS;
+    let hook_runs: Arc<Vec<AtomicU32>> =
+        Arc::new((0..MAX_STATEMENTS).map(|_| AtomicU32::new(0)).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let first = killer.statement().as_u64();
+
+    let killers: Vec<_> = (0..2)
+        .map(|i| {
+            let (killer, done) = (Arc::clone(&killer), Arc::clone(&done));
+            thread::spawn(move || {
+                let signal = KillSignal::ALL[i];
+                let mut round = 0u32;
+                while !done.load(Ordering::Relaxed) {
+                    round = round.wrapping_add(1);
+                    for _ in 0..(round % 16) * 16 {
+                        std::hint::spin_loop();
+                    }
+                    let target = killer.statement();
+                    killer.kill_statement(target, signal);
+                }
+            })
+        })
+        .collect();
+    let waiter = {
+        let (killer, done) = (Arc::clone(&killer), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let statement = killer.statement();
+                let outcome = killer
+                    .kill_event_for(statement)
+                    .wait(Duration::from_secs(30));
+                assert_ne!(
+                    outcome,
+                    WaitOutcome::TimedOut,
+                    "a waiter of {statement} hung"
+                );
+                seen.push((statement.as_u64(), outcome));
+            }
+            seen
+        })
+    };
+
+    let mut cleared = Vec::with_capacity(STATEMENTS);
+    let mut killed = 0;
+    let mut n = 0;
+    while n < STATEMENTS || (killed < MIN_KILLED && n < MAX_STATEMENTS) {
+        let runs = Arc::clone(&hook_runs);
+        killer.set_cancel_hook(move || {
+            runs[n].fetch_add(1, Ordering::Relaxed);
+        });
+        let mut event = killer.kill_event();
+        if n % 3 == 0 {
+            let _commit = killer.kill_immune();
+            for _ in 0..4 {
+                assert!(
+                    killer.handle_signal().is_ok(),
+                    "a check failed inside a kill-immune section"
+                );
+            }
+        }
+        for _ in 0..256 {
+            std::hint::spin_loop();
+        }
+        let _ = killer.handle_signal();
+        let signal = killer.reset();
+        let expected = signal.map_or(WaitOutcome::Reset, WaitOutcome::Killed);
+        assert_eq!(event.try_outcome(), Some(expected), "statement {n}");
+        assert_eq!(
+            hook_runs[n].load(Ordering::Relaxed),
+            u32::from(signal.is_some()),
+            "statement {n}"
+        );
+        cleared.push(signal);
+        killed += usize::from(signal.is_some());
+        n += 1;
+    }
+    done.store(true, Ordering::Relaxed);
+    for k in killers {
+        k.join().unwrap();
+    }
+    // Release the waiter's last event: it may register after any one reset.
+    while !waiter.is_finished() {
+        killer.reset();
+        thread::yield_now();
+    }
+    let waits = waiter.join().unwrap();
+
+    for (statement, outcome) in &waits {
+        let index = (statement - first) as usize;
+        if let (WaitOutcome::Killed(signal), Some(actual)) = (outcome, cleared.get(index)) {
+            assert_eq!(
+                *actual,
+                Some(*signal),
+                "waiter of {statement} saw a kill reset did not clear"
+            );
+        }
+    }
+    assert!(
+        killed >= MIN_KILLED && killed < n,
+        "killed {killed} of {n}: the test did not race"
+    );
+    eprintln!("{n} statements, {killed} killed, {} waits", waits.len());
 }
