@@ -197,9 +197,27 @@ impl SqlKiller {
         self.kill(Some(id), signal, "")
     }
 
-    /// As [`kill_statement`], publishing `reason` with the signal.
+    /// As [`kill_statement`], publishing `reason` with the signal — what a
+    /// runaway-query watcher wants: it names the statement it measured.
     ///
     /// [`kill_statement`]: SqlKiller::kill_statement
+    ///
+    /// ```
+    /// use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// let stmt = killer.statement();
+    /// let outcome = killer.kill_statement_with_reason(
+    ///     stmt,
+    ///     KillSignal::RunawayQueryExceeded,
+    ///     "ExecElapsed > 60s",
+    /// );
+    /// assert_eq!(outcome, KillOutcome::Sent);
+    /// assert_eq!(
+    ///     killer.handle_signal().unwrap_err().to_string(),
+    ///     "Query execution was interrupted, identified as runaway query [ExecElapsed > 60s]"
+    /// );
+    /// ```
     pub fn kill_statement_with_reason(
         &self,
         id: StatementId,

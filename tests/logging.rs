@@ -1,0 +1,66 @@
+//! With the `tracing` feature, a kill logs "kill initiated" with the
+//! connection id and reason, and `reset` logs "kill finished", as TiDB does.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use sqlkiller::{KillSignal, SqlKiller};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// Keeps every event as "message key=value ...".
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Line(String);
+
+impl Visit for Line {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        if field.name() == "message" {
+            self.0.insert_str(0, &format!("{value:?}"));
+        } else {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut line = Line(String::new());
+        event.record(&mut line);
+        self.0.lock().unwrap().push(format!("{} {}", event.metadata().level(), line.0));
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+#[test]
+fn kills_and_resets_are_logged_with_the_connection_id() {
+    let capture = Capture::default();
+    let lines = Arc::clone(&capture.0);
+    tracing::subscriber::with_default(capture, || {
+        let killer = SqlKiller::new();
+        killer.set_conn_id(77);
+        killer.send_kill_signal_with_reason(KillSignal::KilledByMemArbitrator, "pool p1");
+        killer.send_kill_signal(KillSignal::QueryInterrupted); // loses: not logged
+        killer.reset();
+        killer.reset(); // nothing cleared: not logged
+    });
+    let lines = lines.lock().unwrap();
+    assert_eq!(
+        *lines,
+        [
+            "WARN kill initiated conn_id=77 signal=KilledByMemArbitrator reason=\"pool p1\"",
+            "WARN kill finished conn_id=77 signal=KilledByMemArbitrator",
+        ]
+    );
+}
