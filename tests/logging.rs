@@ -37,7 +37,10 @@ impl Subscriber for Capture {
     fn event(&self, event: &Event<'_>) {
         let mut line = Line(String::new());
         event.record(&mut line);
-        self.0.lock().unwrap().push(format!("{} {}", event.metadata().level(), line.0));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", event.metadata().level(), line.0));
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
