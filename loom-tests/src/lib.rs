@@ -141,6 +141,18 @@ fn run(
     (executions.load(Ordering::Relaxed), start.elapsed(), outcome)
 }
 
+/// Runs `f` (a `check` of a model whose threads panic on purpose and catch
+/// it) without printing those panics.
+pub fn with_expected_panics(f: impl FnOnce()) {
+    silence_expected_panics();
+    EXPECTING_PANIC.with(|flag| flag.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    EXPECTING_PANIC.with(|flag| flag.set(false));
+    if let Err(panic) = result {
+        panic::resume_unwind(panic);
+    }
+}
+
 thread_local! {
     /// Set while this OS thread runs a broken model. loom runs every model
     /// thread as a coroutine on the thread that called `check`, so this

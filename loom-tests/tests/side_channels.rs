@@ -8,7 +8,7 @@ use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use loom::sync::Arc;
 use loom::thread;
 use sqlkiller::{HookStatus, KillOutcome, KillSignal, SqlKiller, WaitOutcome};
-use sqlkiller_loom_tests::check;
+use sqlkiller_loom_tests::{check, with_expected_panics};
 
 use KillSignal::*;
 
@@ -314,4 +314,47 @@ fn kill_inside_guard() {
             });
         },
     );
+}
+
+/// I6 with a panicking hook: the kill's drop guard still moves the state to
+/// `Killed`, so a racing `reset` returns; the killer stays usable.
+#[test]
+fn panicking_hook_races_reset() {
+    with_expected_panics(|| {
+        check(
+            "panicking_hook_races_reset",
+            None,
+            &["hook panicked before reset", "hook dropped by reset"],
+            |seen| {
+                let killer = Arc::new(SqlKiller::new());
+                killer.set_cancel_hook(|| panic!("hook failed"));
+                let k = Arc::clone(&killer);
+                let kill = thread::spawn(move || {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        k.send_kill_signal(QueryInterrupted)
+                    }));
+                    result.is_err()
+                });
+                let cleared = killer.reset();
+                let panicked = kill.join().unwrap();
+                assert_eq!(
+                    panicked,
+                    cleared.is_some(),
+                    "the hook ran iff the kill landed first"
+                );
+                // Usable afterwards, whichever way it went.
+                killer.reset();
+                assert_eq!(
+                    killer.send_kill_signal(MaxExecTimeExceeded),
+                    KillOutcome::Sent
+                );
+                assert_eq!(killer.reset(), Some(MaxExecTimeExceeded));
+                seen.saw(if panicked {
+                    "hook panicked before reset"
+                } else {
+                    "hook dropped by reset"
+                });
+            },
+        )
+    });
 }
