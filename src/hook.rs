@@ -32,6 +32,9 @@ impl SqlKiller {
     /// the previous one un-run. Inside a kill-immune section the hook of a
     /// killed statement waits for the last guard to drop.
     ///
+    /// Keep it short (cancel a context, close a socket): `reset` of its
+    /// statement spins, yielding, until it returns.
+    ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
     /// use std::sync::Arc;

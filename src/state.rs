@@ -53,7 +53,7 @@
 //!    the winner sets `KILLED` from a drop guard, so a panicking side effect
 //!    still releases it. No lock is held while waiting or while user code
 //!    runs. Models: `kill_races_reset`, `hook_races_reset`,
-//!    `waiter_races_reset`; broken twin `broken_70545_reload_after_cas` (the
+//!    `waiter_races_reset`, `panicking_hook_races_reset`; broken twin `broken_70545_reload_after_cas` (the
 //!    nil lookup that panicked).
 //! 7. **I7 hooks exactly once.** Installing sets `HOOK` with an RMW under
 //!    the side-table lock: a later kill takes the hook out of the table, an
