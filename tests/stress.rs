@@ -34,7 +34,7 @@ fn killers_against_an_owner_that_checks_and_resets() {
                 let mut round = 0u64;
                 while !done.load(Ordering::Relaxed) {
                     round += 1;
-                    if round % 4 == 0 {
+                    if round.is_multiple_of(4) {
                         if killer.send_kill_signal_with_reason(signal, reason_of(signal))
                             == KillOutcome::Sent
                         {
@@ -232,7 +232,7 @@ fn side_channels_under_racing_killers() {
             runs[n].fetch_add(1, Ordering::Relaxed);
         });
         let mut event = killer.kill_event();
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let _commit = killer.kill_immune();
             for _ in 0..4 {
                 assert!(
