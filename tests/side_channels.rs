@@ -505,19 +505,25 @@ fn the_probe_runs_at_most_once_per_interval() {
 #[test]
 fn reset_restarts_the_probe_timer() {
     let killer = SqlKiller::new();
-    killer.set_probe_interval(Duration::from_millis(10));
+    let interval = Duration::from_millis(400);
+    killer.set_probe_interval(interval);
     let (probes, read) = counter();
     killer.set_connection_alive_probe(move || {
         probes.fetch_add(1, SeqCst);
         true
     });
-    // Statements shorter than the interval: the probe never runs.
-    for _ in 0..20 {
-        for _ in 0..3 {
+    // Two statements of 250 ms each: together longer than the interval, each
+    // shorter, so the probe runs only if reset failed to restart the timer.
+    // (200 ms of slack for a descheduled test thread.)
+    let start = Instant::now();
+    for _ in 0..2 {
+        let statement = Instant::now();
+        while statement.elapsed() < Duration::from_millis(250) {
             killer.handle_signal().unwrap();
         }
         killer.reset();
     }
+    assert!(start.elapsed() > interval);
     assert_eq!(read(), 0);
 }
 
