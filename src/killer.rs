@@ -35,6 +35,9 @@ macro_rules! new_killer {
 /// The hot path, [`handle_signal`] when nothing happened, is one atomic load
 /// and a mask test.
 ///
+/// Owner only: [`reset`], [`kill_immune`](SqlKiller::kill_immune). Every
+/// other operation may be called from any thread.
+///
 /// [`handle_signal`]: SqlKiller::handle_signal
 /// [`reset`]: SqlKiller::reset
 /// [`send_kill_signal`]: SqlKiller::send_kill_signal
