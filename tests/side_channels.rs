@@ -22,6 +22,15 @@ fn counter() -> (Arc<AtomicUsize>, impl Fn() -> usize) {
     (count, move || read.load(SeqCst))
 }
 
+/// Installs a cancel hook that counts its runs; returns the count's reader.
+fn counting_hook(killer: &SqlKiller) -> impl Fn() -> usize {
+    let (runs, read) = counter();
+    killer.set_cancel_hook(move || {
+        runs.fetch_add(1, SeqCst);
+    });
+    read
+}
+
 // ---- kill events ----------------------------------------------------------
 
 #[test]
@@ -191,10 +200,7 @@ fn tokio_task_sees_reset() {
 fn hook_runs_once_under_racing_killers() {
     for _ in 0..500 {
         let killer = SqlKiller::new();
-        let (runs, read) = counter();
-        killer.set_cancel_hook(move || {
-            runs.fetch_add(1, SeqCst);
-        });
+        let read = counting_hook(&killer);
         let killer = &killer;
         thread::scope(|s| {
             for signal in [QueryInterrupted, MaxExecTimeExceeded, QueryMemoryExceeded] {
@@ -266,10 +272,7 @@ fn a_panicking_hook_leaves_the_killer_usable() {
     );
     assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
     assert_eq!(killer.reset(), Some(QueryInterrupted));
-    let (runs, read) = counter();
-    killer.set_cancel_hook(move || {
-        runs.fetch_add(1, SeqCst);
-    });
+    let read = counting_hook(&killer);
     assert_eq!(
         killer.send_kill_signal(MaxExecTimeExceeded),
         KillOutcome::Sent
@@ -454,10 +457,7 @@ fn a_panicking_finish_function_is_removed_and_the_slot_stays_usable() {
 fn a_dead_connection_kills_through_the_normal_path() {
     let killer = SqlKiller::new();
     killer.set_probe_interval(Duration::ZERO);
-    let (hooks, read) = counter();
-    killer.set_cancel_hook(move || {
-        hooks.fetch_add(1, SeqCst);
-    });
+    let read = counting_hook(&killer);
     let mut event = killer.kill_event();
     let alive = Arc::new(AtomicBool::new(true));
     let a = Arc::clone(&alive);
@@ -554,10 +554,7 @@ fn a_probe_may_call_back_and_may_panic() {
 #[test]
 fn a_kill_inside_nested_guards_waits_for_the_last_one() {
     let killer = SqlKiller::new();
-    let (hooks, read) = counter();
-    killer.set_cancel_hook(move || {
-        hooks.fetch_add(1, SeqCst);
-    });
+    let read = counting_hook(&killer);
     let mut event = killer.kill_event();
     let outer = killer.kill_immune();
     assert!(killer.is_kill_immune());
@@ -585,10 +582,7 @@ fn a_kill_inside_nested_guards_waits_for_the_last_one() {
 #[test]
 fn a_reset_inside_the_guard_discards_the_kill() {
     let killer = SqlKiller::new();
-    let (hooks, read) = counter();
-    killer.set_cancel_hook(move || {
-        hooks.fetch_add(1, SeqCst);
-    });
+    let read = counting_hook(&killer);
     let mut event = killer.kill_event();
     let guard = killer.kill_immune();
     killer.send_kill_signal(QueryInterrupted);

@@ -20,7 +20,7 @@ const MAX_EXEC_TIME_EXCEEDED: u32 = 2;
 
 /// A plain (non-atomic) Go field: loom tracks every access through an
 /// `UnsafeCell` and reports any two that are not ordered by happens-before.
-/// The value travels in a relaxed atomic so no `unsafe` is needed to read it.
+/// The value travels in a relaxed atomic, so reading it needs no raw pointer.
 struct PlainField {
     access: UnsafeCell<()>,
     value: AtomicU64,
