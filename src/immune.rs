@@ -49,7 +49,7 @@ impl SqlKiller {
             // An RMW: a kill's CAS either sees `IMMUNE` and defers its side
             // effects, or happened before, and we wait for them below.
             let prev = State(self.state.fetch_or(State::IMMUNE, AcqRel));
-            if !self.in_own_hook() {
+            if !self.in_own_callback() {
                 self.wait_for_served_kill(prev);
             }
         }

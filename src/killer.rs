@@ -408,9 +408,10 @@ impl SqlKiller {
             if current.is_killing() {
                 // The winner is publishing; it holds nothing we hold.
                 assert!(
-                    !self.in_own_hook(),
-                    "sqlkiller: reset called from inside this killer's own cancel hook; the \
-                     hook runs while its statement is being killed, and reset waits for that"
+                    !self.in_own_callback(),
+                    "sqlkiller: reset called from inside this killer's own cancel hook or \
+                     waker, which run while their statement is being killed; reset waits for \
+                     that kill to finish"
                 );
                 backoff.snooze();
                 continue;

@@ -101,6 +101,15 @@ pub(crate) fn table<'a>(side: &'a mut MutexGuard<'_, Option<Box<SideTable>>>) ->
     side.get_or_insert_with(Default::default)
 }
 
+/// Restores the outer callback mark when dropped.
+struct CallbackMark(usize);
+
+impl Drop for CallbackMark {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|current| current.set(self.0));
+    }
+}
+
 /// What `reset` took out of the side table, released after the lock is dropped.
 #[must_use]
 pub(crate) struct Leftovers {
@@ -117,10 +126,11 @@ impl Leftovers {
 }
 
 thread_local! {
-    /// The killer whose cancel hook this thread is running (its address), or 0.
+    /// The killer whose kill callbacks (cancel hook, waker) this thread is
+    /// running (its address), or 0.
     // No `const { }` initializer: loom's `thread_local!` does not take one.
     #[allow(clippy::missing_const_for_thread_local)]
-    static RUNNING_HOOK: Cell<usize> = Cell::new(0);
+    static IN_CALLBACK: Cell<usize> = Cell::new(0);
 }
 
 impl SqlKiller {
@@ -129,9 +139,16 @@ impl SqlKiller {
         self as *const SqlKiller as usize
     }
 
-    /// Whether this thread is inside one of this killer's cancel hooks.
-    pub(crate) fn in_own_hook(&self) -> bool {
-        RUNNING_HOOK.with(Cell::get) == self.address()
+    /// Whether this thread is inside a cancel hook or a waker that one of
+    /// this killer's kills is running.
+    pub(crate) fn in_own_callback(&self) -> bool {
+        IN_CALLBACK.with(Cell::get) == self.address()
+    }
+
+    /// Marks this thread as running this killer's callbacks until the mark
+    /// is dropped (also while unwinding); marks nest.
+    fn callback_mark(&self) -> CallbackMark {
+        CallbackMark(IN_CALLBACK.with(|current| current.replace(self.address())))
     }
 
     /// Side effects of a won kill, run in `Killing` after the reason is
@@ -167,7 +184,10 @@ impl SqlKiller {
             }
             hook
         };
+        // Wakers are user code too (an executor may poll inline): mark them.
+        let mark = self.callback_mark();
         wake.wake_all();
+        drop(mark);
         if let Some(hook) = hook {
             self.run_hook(hook);
         }
@@ -176,21 +196,14 @@ impl SqlKiller {
     /// Runs a hook taken out of the table (the caller counted it in
     /// `hook_runners` under the lock); uncounts it even if it panics.
     pub(crate) fn run_hook(&self, hook: CancelHook) {
-        struct Done<'a> {
-            killer: &'a SqlKiller,
-            outer: usize,
-        }
+        struct Done<'a>(&'a SqlKiller);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
-                RUNNING_HOOK.with(|running| running.set(self.outer));
-                table(&mut lock(&self.killer.side)).hook_runners -= 1;
+                table(&mut lock(&self.0.side)).hook_runners -= 1;
             }
         }
-        let outer = RUNNING_HOOK.with(|running| running.replace(self.address()));
-        let _done = Done {
-            killer: self,
-            outer,
-        };
+        let _done = Done(self);
+        let _mark = self.callback_mark(); // dropped first: the count goes last
         hook();
     }
 
@@ -199,7 +212,7 @@ impl SqlKiller {
     pub(crate) fn hooks_running(&self, side: &MutexGuard<'_, Option<Box<SideTable>>>) -> bool {
         let running = side.as_ref().is_some_and(|table| table.hook_runners > 0);
         assert!(
-            !(running && self.in_own_hook()),
+            !(running && self.in_own_callback()),
             "sqlkiller: reset called from inside this killer's own cancel hook; the hook runs \
              while its statement is being killed, and reset waits for it to return"
         );

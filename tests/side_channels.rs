@@ -31,6 +31,15 @@ fn counting_hook(killer: &SqlKiller) -> impl Fn() -> usize {
     read
 }
 
+/// The text of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default()
+}
+
 // ---- kill events ----------------------------------------------------------
 
 #[test]
@@ -328,12 +337,37 @@ fn reset_from_inside_the_hook_is_a_clear_panic_not_a_hang() {
         killer.send_kill_signal(QueryInterrupted)
     }))
     .expect_err("reset inside the hook must panic");
-    let message = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap_or_default();
+    let message = panic_message(&*err);
     assert!(message.contains("reset called from inside"), "{message}");
+    assert_eq!(killer.reset(), Some(QueryInterrupted)); // still usable
+}
+
+#[test]
+fn reset_from_inside_a_waker_is_a_clear_panic_not_a_hang() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// A waker that, like an executor polling inline, runs code of the
+    /// owner's: here it ends the statement.
+    struct ResetOnWake(Arc<SqlKiller>);
+    impl Wake for ResetOnWake {
+        fn wake(self: Arc<Self>) {
+            self.0.reset();
+        }
+    }
+
+    let killer = Arc::new(SqlKiller::new());
+    let waker = Waker::from(Arc::new(ResetOnWake(Arc::clone(&killer))));
+    let mut event = killer.kill_event();
+    let polled = std::pin::Pin::new(&mut event).poll(&mut Context::from_waker(&waker));
+    assert_eq!(polled, Poll::Pending);
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        killer.send_kill_signal(QueryInterrupted)
+    }))
+    .expect_err("reset inside the waker must panic");
+    let message = panic_message(&*err);
+    assert!(message.contains("reset called from inside"), "{message}");
+    drop(event);
     assert_eq!(killer.reset(), Some(QueryInterrupted)); // still usable
 }
 
