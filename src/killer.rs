@@ -5,7 +5,7 @@ use crossbeam_utils::CachePadded;
 use crate::log;
 use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use crate::loom::{lock, Backoff, Condvar, Mutex};
-use crate::side::SideTable;
+use crate::side::{Leftovers, SideTable};
 use crate::state::State;
 use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId};
 
@@ -20,6 +20,7 @@ macro_rules! new_killer {
             finish_done: Condvar::new(),
             probe_countdown: AtomicU32::new(0),
             immune_depth: AtomicU32::new(0),
+            owner_hint: AtomicU64::new(State::INITIAL.0),
         }
     };
 }
@@ -81,6 +82,9 @@ pub struct SqlKiller {
     pub(crate) probe_countdown: AtomicU32,
     /// Owner-only: nesting depth of kill-immune guards (`immune.rs`).
     pub(crate) immune_depth: AtomicU32,
+    /// The state word as the owner's last `reset` left it: where `reset` and
+    /// kills start their CAS, so an untouched statement costs one CAS each.
+    owner_hint: AtomicU64,
 }
 
 impl SqlKiller {
@@ -115,15 +119,18 @@ impl SqlKiller {
         State(self.state.load(Acquire))
     }
 
-    /// Reads the word at the start of a read-modify-write sequence (a kill,
-    /// a reset), with an RMW that changes nothing rather than a load.
+    /// Reads the word inside a read-modify-write sequence (a kill whose
+    /// hint was off, a `reset` that waited), with an RMW that changes
+    /// nothing rather than a load.
     ///
     /// On purpose: loom 0.7's DPOR remembers only the *last* access to an
     /// atomic, so in "load, then CAS" a thread's own load hides every other
     /// thread's earlier load from the CAS, and loom never tries the CAS
     /// first (tokio-rs/loom#392 is one face of it; `loom-tests` asserts that
-    /// both orders are explored). Natively it costs one locked instruction
-    /// on a path that is about to CAS the same cache line anyway.
+    /// both orders are explored). The sequences therefore start with a CAS
+    /// from the owner's hint, and read with this where they must. Natively
+    /// it costs one locked instruction on a path that is about to CAS the
+    /// same cache line anyway.
     #[inline]
     pub(crate) fn load_for_update(&self) -> State {
         State(self.state.fetch_or(0, Acquire))
@@ -236,13 +243,23 @@ impl SqlKiller {
         // the CAS and write the text only if it won (invariant I4). Kills
         // without a reason take no lock at all.
         let mut side = (!reason.is_empty()).then(|| lock(&self.side));
-        let mut current = self.load_for_update();
+        // Start from the owner's hint (the word as its last `reset` left
+        // it), not from a read: if the statement is untouched, the first CAS
+        // wins. A hint is never answered from; only a failed CAS or a real
+        // read is.
+        let mut current = self.owner_hint();
+        let mut guessing = true;
         let won = loop {
             if target.is_some_and(|id| id != current.generation()) {
+                if guessing {
+                    guessing = false;
+                    current = self.load_for_update();
+                    continue;
+                }
                 return KillOutcome::Stale;
             }
             if let Some(winner) = current.signal() {
-                return KillOutcome::AlreadyKilled(winner);
+                return KillOutcome::AlreadyKilled(winner); // a hint has no signal
             }
             let mut next = current.killing(signal);
             if side.is_some() {
@@ -255,7 +272,10 @@ impl SqlKiller {
                 .compare_exchange(current.0, next.0, AcqRel, Acquire)
             {
                 Ok(_) => break next,
-                Err(actual) => current = State(actual),
+                Err(actual) => {
+                    guessing = false;
+                    current = State(actual);
+                }
             }
         };
         // We own `Killing(g, signal)`: from here on `reset` waits for us, and
@@ -403,8 +423,20 @@ impl SqlKiller {
     /// ```
     pub fn reset(&self) -> Option<KillSignal> {
         let backoff = Backoff::new();
+        // The common case first: nothing touched the statement since the
+        // last reset (no kill, waiter, hook or reason), so the word still
+        // equals the owner's hint and one CAS ends it. A failed CAS returns
+        // the word as it is, which the loop below starts from.
+        let hint = self.owner_hint();
+        let mut current =
+            match self
+                .state
+                .compare_exchange(hint.0, hint.next_generation().0, AcqRel, Acquire)
+            {
+                Ok(_) => return self.finish_reset(hint, None),
+                Err(actual) => State(actual),
+            };
         loop {
-            let current = self.load_for_update();
             if current.is_killing() {
                 // The winner is publishing; it holds nothing we hold.
                 assert!(
@@ -414,6 +446,7 @@ impl SqlKiller {
                      that kill to finish"
                 );
                 backoff.snooze();
+                current = self.load_for_update();
                 continue;
             }
             // Generation-local data in the side table is cleared under its
@@ -425,6 +458,7 @@ impl SqlKiller {
                 // thread; it belongs to this statement, so wait for it.
                 drop(side);
                 backoff.snooze();
+                current = self.load_for_update();
                 continue;
             }
             // One CAS from the exact state we read: a kill that lands between
@@ -436,21 +470,35 @@ impl SqlKiller {
                 AcqRel,
                 Acquire,
             );
-            if cas.is_err() {
+            if let Err(actual) = cas {
+                current = State(actual);
                 continue;
             }
             let leftovers = side.as_mut().map(|side| self.end_generation(side, current));
             drop(side);
-            if let Some(leftovers) = leftovers {
-                leftovers.release();
-            }
-            self.reset_probe_timer(current);
-            let cleared = current.signal();
-            if let Some(signal) = cleared {
-                log::kill_finished(self.conn_id(), signal);
-            }
-            return cleared;
+            return self.finish_reset(current, leftovers);
         }
+    }
+
+    /// After the CAS that ended generation `ended`: releases what it left,
+    /// remembers the new word as the owner's hint, logs, returns the signal.
+    fn finish_reset(&self, ended: State, leftovers: Option<Leftovers>) -> Option<KillSignal> {
+        // Relaxed: a hint; every use is checked by a CAS.
+        self.owner_hint.store(ended.next_generation().0, Relaxed);
+        if let Some(leftovers) = leftovers {
+            leftovers.release();
+        }
+        self.reset_probe_timer(ended);
+        let cleared = ended.signal();
+        if let Some(signal) = cleared {
+            log::kill_finished(self.conn_id(), signal);
+        }
+        cleared
+    }
+
+    /// The owner's guess of the state word: what its last `reset` installed.
+    fn owner_hint(&self) -> State {
+        State(self.owner_hint.load(Relaxed))
     }
 
     /// Sets the connection id (TiDB `ConnID`), for error messages and logs.
