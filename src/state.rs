@@ -69,7 +69,8 @@
 //!    on `IMMUNE`: a kill whose CAS saw `IMMUNE` leaves its waiters and hook
 //!    to the guard's drop, any other kill serves them itself, and entering
 //!    waits for a kill that is still serving. `handle_signal` reads the
-//!    signal and `IMMUNE` in one load. Model: `kill_inside_guard`.
+//!    signal and `IMMUNE` in one load. Model: `kill_inside_guard`; broken
+//!    twin: `broken_immunity_checked_then_acted_on`.
 //!
 //! `probe_races_reset` checks that a liveness probe kills only the statement
 //! it probed (I3 for the probe).

@@ -375,3 +375,52 @@ fn broken_finish_called_outside_the_fence() {
         },
     );
 }
+
+/// I9's bug: kill immunity as a flag that only `HandleSignal` reads. The
+/// killer checks "not immune" and then runs the cancel hook; the owner sets
+/// the flag in between and enters its COMMIT, whose in-flight RPC the hook
+/// then cancels — past the point of no return. (MySQL's `kill_immunizer`
+/// exists because of this class of bug.) Fixed model:
+/// `side_channels::kill_inside_guard` (entering is an RMW on the state word,
+/// and a kill already serving its side effects is waited for).
+#[test]
+fn broken_immunity_checked_then_acted_on() {
+    assert_rejected(
+        "broken_immunity_checked_then_acted_on",
+        Some(2),
+        "inside the section",
+        || {
+            struct GoKiller {
+                signal: AtomicU32,
+                immune: AtomicU32,
+                in_section: AtomicU32,
+            }
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                immune: AtomicU32::new(0),
+                in_section: AtomicU32::new(0),
+            });
+            let k = Arc::clone(&killer);
+            let kill = thread::spawn(move || {
+                if k.signal
+                    .compare_exchange(0, QUERY_INTERRUPTED, AcqRel, Acquire)
+                    .is_ok()
+                    && k.immune.load(Acquire) == 0
+                {
+                    // The cancel hook: cancels whatever RPC is in flight.
+                    assert_eq!(
+                        k.in_section.load(Acquire),
+                        0,
+                        "cancel hook ran inside the section: the COMMIT's RPC was cancelled"
+                    );
+                }
+            });
+            // The owner: enter the section, run the COMMIT, leave.
+            killer.immune.store(1, Release);
+            killer.in_section.store(1, Release);
+            killer.in_section.store(0, Release);
+            killer.immune.store(0, Release);
+            kill.join().unwrap();
+        },
+    );
+}
