@@ -40,6 +40,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or_default()
 }
 
+/// Installs a liveness probe that says "alive" and counts its runs.
+fn counting_probe(killer: &SqlKiller) -> impl Fn() -> usize {
+    let (probes, read) = counter();
+    killer.set_connection_alive_probe(move || {
+        probes.fetch_add(1, SeqCst);
+        true
+    });
+    read
+}
+
+/// Kills with `signal` (winning), checks the hooks ran `runs` times in all,
+/// and ends the statement.
+fn kill_then_reset(killer: &SqlKiller, signal: KillSignal, read: &dyn Fn() -> usize, runs: usize) {
+    assert_eq!(killer.send_kill_signal(signal), KillOutcome::Sent);
+    assert_eq!(read(), runs);
+    assert_eq!(killer.reset(), Some(signal));
+}
+
 // ---- kill events ----------------------------------------------------------
 
 #[test]
@@ -282,12 +300,7 @@ fn a_panicking_hook_leaves_the_killer_usable() {
     assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
     assert_eq!(killer.reset(), Some(QueryInterrupted));
     let read = counting_hook(&killer);
-    assert_eq!(
-        killer.send_kill_signal(MaxExecTimeExceeded),
-        KillOutcome::Sent
-    );
-    assert_eq!(read(), 1);
-    assert_eq!(killer.reset(), Some(MaxExecTimeExceeded));
+    kill_then_reset(&killer, MaxExecTimeExceeded, &read, 1);
 }
 
 #[test]
@@ -318,12 +331,7 @@ fn a_hook_may_call_back_into_the_killer() {
         assert!(k.check_connection_alive());
         seen.fetch_add(1, SeqCst);
     });
-    assert_eq!(
-        killer.send_kill_signal(MaxExecTimeExceeded),
-        KillOutcome::Sent
-    );
-    assert_eq!(read(), 2);
-    assert_eq!(killer.reset(), Some(MaxExecTimeExceeded));
+    kill_then_reset(&killer, MaxExecTimeExceeded, &read, 2);
 }
 
 #[test]
@@ -515,11 +523,7 @@ fn the_probe_runs_at_most_once_per_interval() {
     let killer = SqlKiller::new();
     let interval = Duration::from_millis(20);
     killer.set_probe_interval(interval);
-    let (probes, read) = counter();
-    killer.set_connection_alive_probe(move || {
-        probes.fetch_add(1, SeqCst);
-        true
-    });
+    let read = counting_probe(&killer);
     let start = Instant::now();
     let mut checks = 0u64;
     while start.elapsed() < Duration::from_millis(150) {
@@ -541,11 +545,7 @@ fn reset_restarts_the_probe_timer() {
     let killer = SqlKiller::new();
     let interval = Duration::from_millis(400);
     killer.set_probe_interval(interval);
-    let (probes, read) = counter();
-    killer.set_connection_alive_probe(move || {
-        probes.fetch_add(1, SeqCst);
-        true
-    });
+    let read = counting_probe(&killer);
     // Two statements of 250 ms each: together longer than the interval, each
     // shorter, so the probe runs only if reset failed to restart the timer.
     // (200 ms of slack for a descheduled test thread.)
