@@ -76,7 +76,7 @@ impl SqlKiller {
             Err(FinishError::Reentrant("clear_finish_func"))
         } else {
             while table(&mut side).finish.runner.is_some() {
-                side = wait(&self.finish_done, side);
+                side = wait(&self.progress, side);
             }
             Ok(())
         };
@@ -90,8 +90,11 @@ impl SqlKiller {
     /// lock is held while the function runs, so it may call back into the
     /// killer.
     ///
-    /// A finish function that panics is removed (the panic propagates to
-    /// this caller); the next `set_finish_func` installs a new one.
+    /// A finish function that panics is removed, and its panic reaches this
+    /// caller once the run has ended (a waiting `clear_finish_func` is
+    /// released); the next `set_finish_func` installs a new one. Whether it
+    /// panicked is recorded by the run itself, so a call from a destructor
+    /// during an unrelated unwind keeps a function that returned normally.
     ///
     /// # Errors
     ///
@@ -104,7 +107,7 @@ impl SqlKiller {
                 Some(runner) if runner == me => {
                     return Err(FinishError::Reentrant("finish_result_set"))
                 }
-                Some(_) => side = wait(&self.finish_done, side),
+                Some(_) => side = wait(&self.progress, side),
                 None => break,
             }
         }
@@ -117,9 +120,14 @@ impl SqlKiller {
             killer: self,
             version: slot.version,
             func: Some(func),
+            returned: false,
         };
         drop(side);
         (run.func.as_mut().expect("taken above"))();
+        // Recorded here, not asked of `thread::panicking()`: that is also
+        // true when we were called from a destructor during an unrelated
+        // unwind, and the function did return normally.
+        run.returned = true;
         drop(run);
         Ok(true)
     }
@@ -127,11 +135,13 @@ impl SqlKiller {
 
 /// A finish function taken out of the slot while it runs. Dropping it (also
 /// while unwinding) ends the run: it puts the function back unless it was
-/// replaced, cleared or panicked, and wakes `clear_finish_func`.
+/// replaced, cleared or did not return, and wakes `clear_finish_func`.
 struct FinishRun<'a> {
     killer: &'a SqlKiller,
     version: u64,
     func: Option<FinishFn>,
+    /// The function returned normally (set by the runner after the call).
+    returned: bool,
 }
 
 impl Drop for FinishRun<'_> {
@@ -140,13 +150,13 @@ impl Drop for FinishRun<'_> {
             let mut side = lock(&self.killer.side);
             let slot = &mut table(&mut side).finish;
             slot.runner = None;
-            let leftover = if slot.version == self.version && !std::thread::panicking() {
+            let leftover = if slot.version == self.version && self.returned {
                 slot.func = self.func.take();
                 None
             } else {
                 self.func.take()
             };
-            self.killer.finish_done.notify_all();
+            self.killer.progress.notify_all();
             leftover
         };
         drop(leftover);

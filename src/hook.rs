@@ -2,38 +2,36 @@
 
 use crate::loom::atomic::Ordering::AcqRel;
 use crate::loom::lock;
-use crate::side::{table, CancelHook};
+use crate::side::{table, CancelHook, FirstPanic, HookRun};
 use crate::state::State;
-use crate::SqlKiller;
+use crate::{SqlKiller, StatementId};
 
-/// What [`SqlKiller::set_cancel_hook`] did with the hook.
+/// What [`SqlKiller::set_cancel_hook`] or [`SqlKiller::set_cancel_hook_for`]
+/// did with the hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HookStatus {
     /// Installed: it runs once if this statement is killed (deferred to the
     /// end of a kill-immune section), or is dropped un-run by `reset`.
     Armed,
-    /// The statement had already been killed: the hook ran before
-    /// `set_cancel_hook` returned.
+    /// The statement had already been killed: the hook ran before the
+    /// install returned, on the installing thread.
     Ran,
+    /// The statement named had already ended: the hook was dropped un-run
+    /// and nothing was changed (a late RPC thread cannot replace the hook
+    /// of the next statement).
+    Stale,
 }
 
 impl SqlKiller {
-    /// Installs the current statement's cancel hook (TiDB `ConnCancel`).
+    /// Installs the cancel hook of whatever statement is current when it
+    /// lands (TiDB `ConnCancel`); see [`set_cancel_hook_for`] for the rules.
     ///
-    /// The hook runs exactly once if and only if this statement is killed:
-    /// on the killing thread, while the kill is being published; or right
-    /// here, if the kill won before the hook was installed (TiDB PR #70608
-    /// lost exactly that case). It never runs after the `reset` that ends
-    /// the statement has returned, and no lock of the killer is held while
-    /// it runs, so it may call back into the killer (except `reset`, which
-    /// would wait for the hook itself: that panics with a clear message).
+    /// Use this only on the owner, which knows which statement is current.
+    /// Any other thread (an RPC thread, a parallel worker) should name its
+    /// statement with [`set_cancel_hook_for`]: a hook installed just after
+    /// the owner's `reset` would otherwise belong to the next statement.
     ///
-    /// A statement has one hook: installing another before the kill drops
-    /// the previous one un-run. Inside a kill-immune section the hook of a
-    /// killed statement waits for the last guard to drop.
-    ///
-    /// Keep it short (cancel a context, close a socket): `reset` of its
-    /// statement spins, yielding, until it returns.
+    /// [`set_cancel_hook_for`]: SqlKiller::set_cancel_hook_for
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,14 +53,75 @@ impl SqlKiller {
     /// assert_eq!(killer.set_cancel_hook(|| {}), HookStatus::Ran);
     /// ```
     pub fn set_cancel_hook(&self, hook: impl FnOnce() + Send + 'static) -> HookStatus {
-        let hook: CancelHook = Box::new(hook);
+        self.install_hook(None, Box::new(hook))
+    }
+
+    /// Installs the cancel hook of statement `statement` only; if that
+    /// statement has ended, returns [`HookStatus::Stale`] and drops the hook
+    /// un-run, as [`kill_statement`](SqlKiller::kill_statement) refuses a
+    /// late kill.
+    ///
+    /// The hook runs exactly once if and only if its statement is killed:
+    /// on the killing thread, while the kill is being published; or right
+    /// here, if the kill won before the hook was installed (TiDB PR #70608
+    /// lost exactly that case). It never runs after the `reset` that ends
+    /// the statement has returned, and no lock of the killer is held while
+    /// it runs, so it may call back into the killer (except `reset` and
+    /// `kill_immune`, which would wait for the hook itself: those panic with
+    /// a clear message).
+    ///
+    /// A statement has one hook: installing another before the kill drops
+    /// the previous one un-run. Hooks installed after a kill inside a
+    /// kill-immune section are all owed, and all run when the section ends
+    /// (see [`KillImmuneGuard`](crate::KillImmuneGuard) for where).
+    ///
+    /// **Panics.** A hook that panics panics the thread that ran it: the
+    /// killer's `send_kill_signal` / `kill_statement` (after the kill was
+    /// fully published and every waiter woken), this install call, or the
+    /// owner operation that delivered a deferred hook. The killer stays
+    /// usable, and `reset` does not wait for a hook that panicked.
+    ///
+    /// Keep it short (cancel a context, close a socket): `reset` of its
+    /// statement waits until it returns (blocking, not spinning, once a
+    /// short backoff is over).
+    ///
+    /// ```
+    /// use sqlkiller::{HookStatus, KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// let stmt = killer.statement(); // an RPC thread was handed this id
+    /// killer.reset(); // ...but the statement ended before it got going
+    /// assert_eq!(killer.set_cancel_hook_for(stmt, || unreachable!()), HookStatus::Stale);
+    ///
+    /// // The current statement's hook is untouched by the late install.
+    /// let now = killer.statement();
+    /// assert_eq!(killer.set_cancel_hook_for(now, || {}), HookStatus::Armed);
+    /// assert_eq!(killer.kill_statement(now, KillSignal::QueryInterrupted), KillOutcome::Sent);
+    /// ```
+    pub fn set_cancel_hook_for(
+        &self,
+        statement: StatementId,
+        hook: impl FnOnce() + Send + 'static,
+    ) -> HookStatus {
+        self.install_hook(Some(statement), Box::new(hook))
+    }
+
+    fn install_hook(&self, target: Option<StatementId>, hook: CancelHook) -> HookStatus {
         let mut side = lock(&self.side);
         let table = table(&mut side);
         // A read-modify-write under the lock, after which the hook is either
         // in the table (a later kill's CAS sees `HOOK` and takes it) or ours
         // to run (we see the kill's signal). Publishing the hook with a
         // plain store after checking "not killed" is TiDB PR #70608's bug.
+        // The generation is compared in the same RMW, so a stale install
+        // cannot land on the next statement (it may leave `HOOK` set there,
+        // which only means "look in the table").
         let prev = State(self.state.fetch_or(State::HOOK, AcqRel));
+        if target.is_some_and(|id| id != prev.generation()) {
+            drop(side);
+            drop(hook);
+            return HookStatus::Stale;
+        }
         match prev.signal() {
             None => {
                 let replaced = table.hook.replace(hook);
@@ -71,21 +130,25 @@ impl SqlKiller {
                 HookStatus::Armed
             }
             Some(_) if prev.has(State::IMMUNE) => {
-                // Owed when the guard drops; keep a hook that is owed already.
+                // Owed when the section ends; keep a hook that is owed already.
+                // Both run even if the first panics.
                 table.hook = Some(match table.hook.take() {
                     Some(owed) => Box::new(move || {
-                        owed();
-                        hook();
+                        let mut panics = FirstPanic::default();
+                        panics.run(owed);
+                        panics.run(hook);
+                        panics.resume();
                     }),
                     None => hook,
                 });
                 HookStatus::Armed
             }
             Some(_) => {
-                // Counted before the lock is dropped, so `reset` waits for it.
-                table.hook_runners += 1;
+                // Counted and guarded before the lock is dropped, so `reset`
+                // waits for it and a panic lowers the count.
+                let run = HookRun::counted(self, table, hook);
                 drop(side);
-                self.run_hook(hook);
+                run.run();
                 HookStatus::Ran
             }
         }

@@ -3,7 +3,6 @@
 use std::marker::PhantomData;
 
 use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
-use crate::loom::{lock, Backoff};
 use crate::state::State;
 use crate::SqlKiller;
 
@@ -13,9 +12,25 @@ use crate::SqlKiller;
 ///
 /// While any guard is held, `handle_signal` returns `Ok`, and a kill's
 /// cancel hook and kill events wait. Kills still win and are remembered:
-/// when the last guard drops, a kill of the statement that is still current
-/// takes effect — the next `handle_signal` reports it, its waiters wake,
-/// its hook runs (on the dropping thread). A `reset` in between discards it.
+/// after the last guard ends, a kill of the statement that is still current
+/// is reported by the next `handle_signal`. A `reset` inside the section
+/// discards it (its waiters see `Reset`, its hook is dropped un-run).
+///
+/// # Where the deferred side effects run
+///
+/// Dropping the guard runs no user code, so a guard dropped while unwinding
+/// (the COMMIT panicked) can never panic a second time and abort the
+/// process. The waiters and hook that a kill inside the section deferred
+/// are delivered, on the owner's thread, by whichever comes first:
+///
+/// - [`release`](KillImmuneGuard::release), the explicit end of the section;
+/// - the next [`handle_signal`](SqlKiller::handle_signal) (which then
+///   reports the kill), [`reset`](SqlKiller::reset) (before it ends the
+///   statement) or [`kill_immune`](SqlKiller::kill_immune).
+///
+/// A panic of the deferred hook or of a waker reaches the caller of that
+/// operation, after every other deferred wake-up was delivered (`reset`
+/// still ends the statement first).
 ///
 /// Not `Send`: it must drop on the owner thread that took it.
 #[must_use = "the section is kill-immune only while the guard is held"]
@@ -28,22 +43,28 @@ impl SqlKiller {
     /// Enters a kill-immune section (owner only); sections nest.
     ///
     /// If a kill won just before and is still running its side effects,
-    /// waits for them, so that nothing of a kill runs inside the section.
+    /// waits for them (blocking, not spinning, once a short backoff is
+    /// over), so that nothing of a kill runs inside the section. Side
+    /// effects still owed by an earlier section are delivered first.
     ///
     /// ```
     /// use sqlkiller::{KillSignal, SqlKiller};
     ///
     /// let killer = SqlKiller::new();
-    /// {
-    ///     let _commit = killer.kill_immune();
-    ///     killer.send_kill_signal(KillSignal::QueryInterrupted); // arrives mid-COMMIT
-    ///     assert!(killer.handle_signal().is_ok()); // the COMMIT completes
-    /// }
+    /// let commit = killer.kill_immune();
+    /// killer.send_kill_signal(KillSignal::QueryInterrupted); // arrives mid-COMMIT
+    /// assert!(killer.handle_signal().is_ok()); // the COMMIT completes
+    /// commit.release(); // the section ends; the kill's hook and waiters are served
     /// assert!(killer.handle_signal().is_err()); // reported after the section
     /// ```
     pub fn kill_immune(&self) -> KillImmuneGuard<'_> {
         // Owner-only counter: a load and a store, no RMW needed.
         let depth = self.immune_depth.load(Relaxed);
+        if depth == 0 {
+            // What an earlier section deferred is served before this one
+            // begins (a panic from it leaves us outside any section).
+            self.deliver_owed();
+        }
         self.immune_depth.store(depth + 1, Relaxed);
         if depth == 0 {
             // An RMW: a kill's CAS either sees `IMMUNE` and defers its side
@@ -67,28 +88,43 @@ impl SqlKiller {
     /// Waits until the side effects of the kill seen in `prev` (which won
     /// before the section began) have all run.
     fn wait_for_served_kill(&self, prev: State) {
-        let backoff = Backoff::new();
         if prev.is_killing() {
-            loop {
-                let now = self.load();
-                if now.generation() != prev.generation() || !now.is_killing() {
-                    break;
-                }
-                backoff.snooze();
-            }
+            self.wait_while_killing(prev);
         }
         if prev.has(State::HOOK) {
-            while lock(&self.side)
-                .as_ref()
-                .is_some_and(|t| t.hook_runners > 0)
-            {
-                backoff.snooze();
-            }
+            self.wait_for_hook_runners();
+        }
+    }
+
+    /// Serves the waiters and hook that a kill inside a kill-immune section
+    /// deferred, if the section has ended and they are still owed (owner
+    /// only). One RMW claims them, so they are served once.
+    pub(crate) fn deliver_owed(&self) {
+        let prev = State(self.state.fetch_and(!State::OWED, AcqRel));
+        if let (true, Some(signal)) = (prev.has(State::OWED), prev.signal()) {
+            self.serve_kill(signal, prev);
+        }
+    }
+}
+
+impl KillImmuneGuard<'_> {
+    /// Ends the section now and, if this was the last guard, serves at once
+    /// what a kill inside it deferred (the waiters wake, the hook runs on
+    /// this thread; a panic of theirs reaches this caller).
+    ///
+    /// Dropping the guard ends the section too, but leaves that delivery to
+    /// the owner's next operation (see [`KillImmuneGuard`]).
+    pub fn release(self) {
+        let killer = self.killer;
+        drop(self);
+        if killer.immune_depth.load(Relaxed) == 0 {
+            killer.deliver_owed();
         }
     }
 }
 
 impl Drop for KillImmuneGuard<'_> {
+    /// Leaves the section. Runs no user code (see the type's docs).
     fn drop(&mut self) {
         let killer = self.killer;
         let depth = killer.immune_depth.load(Relaxed);
@@ -97,8 +133,12 @@ impl Drop for KillImmuneGuard<'_> {
             // An RMW: a kill whose CAS saw `IMMUNE` left its waiters and hook
             // to us; a kill after this sees no `IMMUNE` and serves them itself.
             let prev = State(killer.state.fetch_and(!State::IMMUNE, AcqRel));
-            if let Some(signal) = prev.signal() {
-                killer.serve_kill(signal, prev);
+            if prev.signal().is_some() && prev.has(State::WAITERS | State::HOOK) {
+                // Owed to the owner's next operation. Only the owner reads
+                // `OWED`, and nothing of the owner's runs between these two
+                // RMWs; a kill or waiter racing them sees no `IMMUNE` and
+                // serves itself.
+                killer.state.fetch_or(State::OWED, AcqRel);
             }
         }
     }

@@ -4,8 +4,8 @@ use crossbeam_utils::CachePadded;
 
 use crate::log;
 use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
-use crate::loom::{lock, Backoff, Condvar, Mutex};
-use crate::side::{Leftovers, SideTable};
+use crate::loom::{lock, Condvar, Mutex};
+use crate::side::{FirstPanic, Leftovers, SideTable};
 use crate::state::State;
 use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId};
 
@@ -17,7 +17,7 @@ macro_rules! new_killer {
             conn_id: AtomicU64::new(0),
             in_write_result_set: AtomicBool::new(false),
             side: Mutex::new(None),
-            finish_done: Condvar::new(),
+            progress: Condvar::new(),
             probe_countdown: AtomicU32::new(0),
             immune_depth: AtomicU32::new(0),
             owner_hint: AtomicU64::new(State::INITIAL.0),
@@ -76,8 +76,10 @@ pub struct SqlKiller {
     /// waiters, hooks) and session data (finish function, probe).
     /// Allocated on first use, so `new` allocates nothing.
     pub(crate) side: Mutex<Option<Box<SideTable>>>,
-    /// Signalled when a finish function returns (`clear_finish_func` waits).
-    pub(crate) finish_done: Condvar,
+    /// Signalled, under `side`'s lock, when something the owner or
+    /// `clear_finish_func` may block on is over: a kill published (`PARKED`
+    /// was set), the last running hook returned, a finish function returned.
+    pub(crate) progress: Condvar,
     /// Owner-only: checkpoints left before the probe reads the clock (`probe.rs`).
     pub(crate) probe_countdown: AtomicU32,
     /// Owner-only: nesting depth of kill-immune guards (`immune.rs`).
@@ -280,7 +282,7 @@ impl SqlKiller {
         };
         // We own `Killing(g, signal)`: from here on `reset` waits for us, and
         // the guard moves the state to `Killed` even if a side effect panics.
-        let _published = PublishOnDrop(&self.state);
+        let _published = PublishOnDrop(self);
         if let Some(side) = side.as_mut() {
             let table = side.get_or_insert_with(Default::default);
             table.reason.clear();
@@ -374,6 +376,11 @@ impl SqlKiller {
         if state.signal().is_none() || state.has(State::IMMUNE) {
             return Ok(());
         }
+        if state.has(State::OWED) {
+            // The first check after a kill-immune section delivers what a
+            // kill inside it deferred (the hook may panic, into our caller).
+            self.deliver_owed();
+        }
         match self.error_for(state) {
             Some(err) => Err(err),
             None => Ok(()),
@@ -422,7 +429,6 @@ impl SqlKiller {
     /// assert_eq!(killer.kill_signal(), None);
     /// ```
     pub fn reset(&self) -> Option<KillSignal> {
-        let backoff = Backoff::new();
         // The common case first: nothing touched the statement since the
         // last reset (no kill, waiter, hook or reason), so the word still
         // equals the owner's hint and one CAS ends it. A failed CAS returns
@@ -433,19 +439,22 @@ impl SqlKiller {
                 .state
                 .compare_exchange(hint.0, hint.next_generation().0, AcqRel, Acquire)
             {
-                Ok(_) => return self.finish_reset(hint, None),
+                Ok(_) => return self.finish_reset(hint, None, FirstPanic::default()),
                 Err(actual) => State(actual),
             };
+        // A panic of user code run from here (an owed hook, a waker) is
+        // kept until the statement has ended, then reaches our caller.
+        let mut panics = FirstPanic::default();
         loop {
             if current.is_killing() {
                 // The winner is publishing; it holds nothing we hold.
-                assert!(
-                    !self.in_own_callback(),
-                    "sqlkiller: reset called from inside this killer's own cancel hook or \
-                     waker, which run while their statement is being killed; reset waits for \
-                     that kill to finish"
-                );
-                backoff.snooze();
+                current = self.wait_while_killing(current);
+                continue;
+            }
+            if current.has(State::OWED) {
+                // A kill inside a kill-immune section left its waiters and
+                // hook to the owner's next operation: this one.
+                panics.run(|| self.deliver_owed());
                 current = self.load_for_update();
                 continue;
             }
@@ -457,7 +466,7 @@ impl SqlKiller {
                 // A hook installed after the kill is running on another
                 // thread; it belongs to this statement, so wait for it.
                 drop(side);
-                backoff.snooze();
+                self.wait_for_hook_runners();
                 current = self.load_for_update();
                 continue;
             }
@@ -476,23 +485,31 @@ impl SqlKiller {
             }
             let leftovers = side.as_mut().map(|side| self.end_generation(side, current));
             drop(side);
-            return self.finish_reset(current, leftovers);
+            return self.finish_reset(current, leftovers, panics);
         }
     }
 
-    /// After the CAS that ended generation `ended`: releases what it left,
-    /// remembers the new word as the owner's hint, logs, returns the signal.
-    fn finish_reset(&self, ended: State, leftovers: Option<Leftovers>) -> Option<KillSignal> {
+    /// After the CAS that ended generation `ended`: remembers the new word
+    /// as the owner's hint, restarts the probe timer, logs, then releases
+    /// what the generation left (user code: wakers, the hook's drop) and
+    /// resumes the first panic of anything run on the way.
+    fn finish_reset(
+        &self,
+        ended: State,
+        leftovers: Option<Leftovers>,
+        mut panics: FirstPanic,
+    ) -> Option<KillSignal> {
         // Relaxed: a hint; every use is checked by a CAS.
         self.owner_hint.store(ended.next_generation().0, Relaxed);
-        if let Some(leftovers) = leftovers {
-            leftovers.release();
-        }
         self.reset_probe_timer(ended);
         let cleared = ended.signal();
         if let Some(signal) = cleared {
             log::kill_finished(self.conn_id(), signal);
         }
+        if let Some(leftovers) = leftovers {
+            leftovers.release(&mut panics);
+        }
+        panics.resume();
         cleared
     }
 
@@ -547,15 +564,19 @@ impl SqlKiller {
     }
 }
 
-/// Moves `Killing` to `Killed` when dropped, also while unwinding (I6).
-struct PublishOnDrop<'a>(&'a AtomicU64);
+/// Moves `Killing` to `Killed` when dropped, also while unwinding (I6),
+/// and wakes an owner that blocked waiting for it.
+struct PublishOnDrop<'a>(&'a SqlKiller);
 
 impl Drop for PublishOnDrop<'_> {
     fn drop(&mut self) {
         // `fetch_or`, not a store: waiters and hooks may set their flags
-        // concurrently. Release: every side effect happens-before the
-        // `reset` that sees `KILLED`.
-        self.0.fetch_or(State::KILLED, Release);
+        // concurrently, and the owner may set `PARKED`. Release: every side
+        // effect happens-before the `reset` that sees `KILLED`.
+        let prev = State(self.0.state.fetch_or(State::KILLED, Release));
+        if prev.has(State::PARKED) {
+            self.0.wake_parked_owner();
+        }
     }
 }
 

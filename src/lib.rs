@@ -61,6 +61,7 @@ mod probe;
 mod side;
 mod signal;
 mod state;
+mod wait;
 
 pub use error::KillError;
 pub use event::{KillEvent, WaitOutcome};
@@ -68,7 +69,7 @@ pub use finish::FinishError;
 pub use hook::HookStatus;
 pub use immune::KillImmuneGuard;
 pub use killer::SqlKiller;
-pub use probe::DEFAULT_PROBE_INTERVAL;
+pub use probe::{ProbeId, DEFAULT_PROBE_INTERVAL};
 pub use signal::{InvalidKillSignal, KillOutcome, KillPhase, KillSignal, StatementId};
 
 /// The README's examples, compiled and run as doctests.

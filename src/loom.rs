@@ -75,4 +75,17 @@ impl Backoff {
         #[cfg(loom)]
         loom::thread::yield_now();
     }
+
+    /// Whether spinning has gone on long enough that the caller should
+    /// block instead (park on a condition variable until woken).
+    ///
+    /// Always true under loom, so the models check the blocking path, which
+    /// is the one that can lose a wake-up; the spin before it is only an
+    /// optimisation for short waits.
+    pub(crate) fn is_completed(&self) -> bool {
+        #[cfg(not(loom))]
+        return self.inner.is_completed();
+        #[cfg(loom)]
+        return true;
+    }
 }

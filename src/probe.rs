@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
-use crate::loom::{lock, thread_local};
-use crate::side::table;
+use crate::loom::{lock, thread_local, MutexGuard};
+use crate::side::{table, SideTable};
 use crate::state::State;
 use crate::{KillSignal, SqlKiller};
 
@@ -29,8 +29,17 @@ const MAX_STRIDE: u32 = 1 << 16;
 const COUNTDOWN_RESTART: u32 = 0;
 const COUNTDOWN_DUE: u32 = 1;
 
+/// Names one installed liveness probe, so that a cleanup removes only its
+/// own probe (see [`SqlKiller::clear_connection_alive_probe_if`]).
+///
+/// Unique per killer: every install gets a new id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeId(u64);
+
 pub(crate) struct ProbeSlot {
     probe: Option<Probe>,
+    /// The id of `probe`; the last id handed out.
+    id: u64,
     interval: Duration,
     /// When the probe last ran, or when the timer was restarted.
     last_probe: Option<Instant>,
@@ -42,6 +51,7 @@ impl Default for ProbeSlot {
     fn default() -> Self {
         ProbeSlot {
             probe: None,
+            id: 0,
             interval: DEFAULT_PROBE_INTERVAL,
             last_probe: None,
             last_clock: None,
@@ -66,7 +76,15 @@ impl SqlKiller {
     /// kills the statement with `QueryInterrupted` when it says `false` —
     /// through the same path as `send_kill_signal`, so waiters wake and the
     /// cancel hook runs. The first interval starts at the first checkpoint
-    /// of each statement. The probe survives `reset`.
+    /// of each statement. The probe survives `reset`. Installing replaces
+    /// any other probe.
+    ///
+    /// Returns the probe's id, for
+    /// [`clear_connection_alive_probe_if`](SqlKiller::clear_connection_alive_probe_if).
+    ///
+    /// **Panics.** A probe that panics panics the `handle_signal` or
+    /// `check_connection_alive` that ran it; the probe stays installed and
+    /// the killer usable (the next interval runs it again).
     ///
     /// ```
     /// use std::time::Duration;
@@ -77,30 +95,70 @@ impl SqlKiller {
     /// killer.set_connection_alive_probe(|| false); // the client hung up
     /// assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
     /// ```
-    pub fn set_connection_alive_probe(&self, probe: impl Fn() -> bool + Send + Sync + 'static) {
+    pub fn set_connection_alive_probe(
+        &self,
+        probe: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> ProbeId {
         let probe: Probe = Arc::new(probe);
-        let replaced = {
+        let (replaced, id) = {
             let mut side = lock(&self.side);
             let slot = &mut table(&mut side).probe;
             slot.last_probe = None;
+            slot.id += 1;
             let replaced = slot.probe.replace(probe);
             // Under the lock, so the flag and the slot never disagree for long.
             self.state.fetch_or(State::PROBE, AcqRel);
-            replaced
+            (replaced, ProbeId(slot.id))
         };
         self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
         drop(replaced);
+        id
     }
 
-    /// Removes the liveness probe; `handle_signal` is back to one load.
+    /// Removes the liveness probe, whichever it is; `handle_signal` is back
+    /// to one load. A cleanup that may run after someone else installed a
+    /// newer probe should use
+    /// [`clear_connection_alive_probe_if`](SqlKiller::clear_connection_alive_probe_if).
     pub fn clear_connection_alive_probe(&self) {
         let removed = {
             let mut side = lock(&self.side);
-            let removed = table(&mut side).probe.probe.take();
-            self.state.fetch_and(!State::PROBE, AcqRel);
-            removed
+            self.remove_probe(&mut side)
         };
         drop(removed);
+    }
+
+    /// Removes the liveness probe only if it is still probe `id`, and says
+    /// whether it did: a stale cleanup never removes a newer probe (TiDB
+    /// clears its alive-callback with a compare-and-swap for this reason).
+    ///
+    /// ```
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// let old = killer.set_connection_alive_probe(|| true);
+    /// let new = killer.set_connection_alive_probe(|| true); // a reconnect replaced it
+    /// assert!(!killer.clear_connection_alive_probe_if(old)); // the old cleanup: no effect
+    /// assert!(killer.clear_connection_alive_probe_if(new));
+    /// assert!(!killer.clear_connection_alive_probe_if(new)); // already gone
+    /// ```
+    pub fn clear_connection_alive_probe_if(&self, id: ProbeId) -> bool {
+        let removed = {
+            let mut side = lock(&self.side);
+            let slot = &table(&mut side).probe;
+            if slot.probe.is_none() || slot.id != id.0 {
+                return false;
+            }
+            self.remove_probe(&mut side)
+        };
+        drop(removed);
+        true
+    }
+
+    /// Takes the probe out of the slot and clears `PROBE`, under the lock.
+    fn remove_probe(&self, side: &mut MutexGuard<'_, Option<Box<SideTable>>>) -> Option<Probe> {
+        let removed = table(side).probe.probe.take();
+        self.state.fetch_and(!State::PROBE, AcqRel);
+        removed
     }
 
     /// Sets how often `handle_signal` may run the probe (default 1 s).

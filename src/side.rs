@@ -6,7 +6,9 @@
 //! `state.rs`). Nothing of the user's — hook, waker, finish function,
 //! probe — runs or is dropped while the lock is held.
 
+use std::any::Any;
 use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
 use std::task::Waker;
 
 use crate::event::WaitOutcome;
@@ -29,11 +31,40 @@ pub(crate) enum Wake {
 }
 
 impl Wake {
+    /// Delivers the wake-up. A task's waker is user code and may panic.
     pub(crate) fn wake(self) {
         match self {
             Wake::Nobody => {}
             Wake::Thread(thread) => thread.unpark(),
             Wake::Task(waker) => waker.wake(),
+        }
+    }
+}
+
+/// Runs several callbacks in a row so that a panic in one never skips the
+/// others: each runs under `catch_unwind`, the first panic is kept and
+/// resumed by [`FirstPanic::resume`] once all have run; later panics are
+/// dropped. The caller resumes only after its own bookkeeping is complete,
+/// so the panic reaches the thread that ran the callbacks and leaves the
+/// killer consistent.
+#[derive(Default)]
+#[must_use = "a kept panic must be resumed"]
+pub(crate) struct FirstPanic(Option<Box<dyn Any + Send>>);
+
+impl FirstPanic {
+    /// Runs `callback`, keeping its panic if it is the first.
+    pub(crate) fn run(&mut self, callback: impl FnOnce()) {
+        if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(callback)) {
+            if self.0.is_none() {
+                self.0 = Some(panic);
+            }
+        }
+    }
+
+    /// Re-raises the first panic kept, if any.
+    pub(crate) fn resume(self) {
+        if let Some(panic) = self.0 {
+            panic::resume_unwind(panic);
         }
     }
 }
@@ -57,7 +88,12 @@ pub(crate) struct SideTable {
     /// The current statement's cancel hook; valid while `HOOK` is set.
     pub(crate) hook: Option<CancelHook>,
     /// Hooks taken out of the table and running now; `reset` waits for zero.
+    /// Raised under the lock by whoever takes a hook out, and lowered by
+    /// that hook's [`HookRun`] guard, which exists before any user code runs.
     pub(crate) hook_runners: u32,
+    /// The owner is blocked until `hook_runners` is zero; the last
+    /// [`HookRun`] to end notifies `SqlKiller::progress`.
+    pub(crate) owner_parked: bool,
     pub(crate) finish: FinishSlot,
     pub(crate) probe: ProbeSlot,
 }
@@ -89,9 +125,11 @@ impl WakeList {
         }
     }
 
-    pub(crate) fn wake_all(self) {
+    /// Delivers every wake-up, even if one of them panics (the first panic
+    /// is kept in `panics`).
+    pub(crate) fn wake_all(self, panics: &mut FirstPanic) {
         for waker in self.first.into_iter().chain(self.rest) {
-            waker.wake();
+            panics.run(|| waker.wake());
         }
     }
 }
@@ -102,7 +140,7 @@ pub(crate) fn table<'a>(side: &'a mut MutexGuard<'_, Option<Box<SideTable>>>) ->
 }
 
 /// Restores the outer callback mark when dropped.
-struct CallbackMark(usize);
+pub(crate) struct CallbackMark(usize);
 
 impl Drop for CallbackMark {
     fn drop(&mut self) {
@@ -118,10 +156,60 @@ pub(crate) struct Leftovers {
 }
 
 impl Leftovers {
-    /// Wakes the old statement's waiters and drops its hook un-run.
-    pub(crate) fn release(self) {
-        self.wake.wake_all();
-        drop(self.hook);
+    /// Wakes the old statement's waiters and drops its hook un-run; a panic
+    /// of a waker or of the hook's drop is kept in `panics`, and the rest
+    /// is still released.
+    pub(crate) fn release(self, panics: &mut FirstPanic) {
+        self.wake.wake_all(panics);
+        let hook = self.hook;
+        panics.run(move || drop(hook));
+    }
+}
+
+/// A cancel hook taken out of the table, counted in `hook_runners`.
+///
+/// Created under the lock, in the same critical section that raised the
+/// count, before any user code runs; dropping it (after the hook ran, or
+/// while unwinding from anything) lowers the count and wakes a parked
+/// owner. This is what keeps a panicking waker or hook from wedging
+/// `reset` and `kill_immune`.
+pub(crate) struct HookRun<'a> {
+    killer: &'a SqlKiller,
+    hook: Option<CancelHook>,
+}
+
+impl<'a> HookRun<'a> {
+    /// Takes `hook` out to run it: raises `hook_runners` in `table`, which
+    /// the caller holds locked.
+    pub(crate) fn counted(killer: &'a SqlKiller, table: &mut SideTable, hook: CancelHook) -> Self {
+        table.hook_runners += 1;
+        HookRun {
+            killer,
+            hook: Some(hook),
+        }
+    }
+
+    /// Runs the hook, marked as this killer's callback; lowers the count
+    /// when it returns or unwinds.
+    pub(crate) fn run(mut self) {
+        let hook = self.hook.take().expect("a hook runs once");
+        let _mark = self.killer.callback_mark(); // dropped before `self`: the count goes last
+        hook();
+    }
+}
+
+impl Drop for HookRun<'_> {
+    fn drop(&mut self) {
+        let unrun = self.hook.take();
+        {
+            let mut side = lock(&self.killer.side);
+            let table = table(&mut side);
+            table.hook_runners -= 1;
+            if table.hook_runners == 0 && std::mem::take(&mut table.owner_parked) {
+                self.killer.progress.notify_all();
+            }
+        }
+        drop(unrun);
     }
 }
 
@@ -147,7 +235,7 @@ impl SqlKiller {
 
     /// Marks this thread as running this killer's callbacks until the mark
     /// is dropped (also while unwinding); marks nest.
-    fn callback_mark(&self) -> CallbackMark {
+    pub(crate) fn callback_mark(&self) -> CallbackMark {
         CallbackMark(IN_CALLBACK.with(|current| current.replace(self.address())))
     }
 
@@ -163,6 +251,10 @@ impl SqlKiller {
     /// Wakes the current statement's waiters with `Killed(signal)` and runs
     /// its cancel hook, for the flags set in `flags`. No flag, no lock: a
     /// kill nobody waits for touches nothing but the state word.
+    ///
+    /// Every wake-up is delivered and the hook runs even if a waker panics;
+    /// the first panic is then resumed, after all of them, so it reaches
+    /// the thread that served the kill.
     pub(crate) fn serve_kill(&self, signal: KillSignal, flags: State) {
         if !flags.has(State::WAITERS | State::HOOK) {
             return;
@@ -179,44 +271,26 @@ impl SqlKiller {
             } else {
                 None
             };
-            if hook.is_some() {
-                table.hook_runners += 1;
-            }
-            hook
+            // Counted and guarded before the lock is dropped and before any
+            // user code runs.
+            hook.map(|hook| HookRun::counted(self, table, hook))
         };
-        // Wakers are user code too (an executor may poll inline): mark them.
-        let mark = self.callback_mark();
-        wake.wake_all();
-        drop(mark);
+        let mut panics = FirstPanic::default();
+        {
+            // Wakers are user code too (an executor may poll inline): mark them.
+            let _mark = self.callback_mark();
+            wake.wake_all(&mut panics);
+        }
         if let Some(hook) = hook {
-            self.run_hook(hook);
+            panics.run(|| hook.run());
         }
-    }
-
-    /// Runs a hook taken out of the table (the caller counted it in
-    /// `hook_runners` under the lock); uncounts it even if it panics.
-    pub(crate) fn run_hook(&self, hook: CancelHook) {
-        struct Done<'a>(&'a SqlKiller);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                table(&mut lock(&self.0.side)).hook_runners -= 1;
-            }
-        }
-        let _done = Done(self);
-        let _mark = self.callback_mark(); // dropped first: the count goes last
-        hook();
+        panics.resume();
     }
 
     /// Whether `reset` must wait before ending the generation: a hook taken
     /// out of the table is still running. Called with the lock held.
     pub(crate) fn hooks_running(&self, side: &MutexGuard<'_, Option<Box<SideTable>>>) -> bool {
-        let running = side.as_ref().is_some_and(|table| table.hook_runners > 0);
-        assert!(
-            !(running && self.in_own_callback()),
-            "sqlkiller: reset called from inside this killer's own cancel hook; the hook runs \
-             while its statement is being killed, and reset waits for it to return"
-        );
-        running
+        side.as_ref().is_some_and(|table| table.hook_runners > 0)
     }
 
     /// Clears generation `ended`'s data; called by `reset` under the lock,

@@ -5,10 +5,10 @@
 //! is a single CAS, swap or `fetch_or`.
 //!
 //! ```text
-//!  63                                12 11  10  9      8     7    6       5      4..2    1       0
-//! +------------------------------------+------+------+-----+----+-------+------+-------+-------+-------+
-//! |             generation             |  --  |IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
-//! +------------------------------------+------+------+-----+----+-------+------+-------+-------+-------+
+//!  63                        12   11     10    9      8     7    6       5      4..2    1       0
+//! +----------------------------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//! |         generation         |PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
+//! +----------------------------+------+----+------+-----+----+-------+------+-------+-------+-------+
 //!
 //!  Idle(g)       = KILLING clear                        (signal = 0)
 //!  Killing(g, s) = KILLING set, KILLED clear            (signal = s)
@@ -113,6 +113,15 @@ impl State {
     pub(crate) const PROBE: u64 = 1 << 8;
     /// The owner holds a kill-immune guard. Survives `reset`.
     pub(crate) const IMMUNE: u64 = 1 << 9;
+    /// A kill that won inside a kill-immune section still owes its waiters
+    /// and hook. Set by the owner when the last guard ends; cleared by the
+    /// owner operation that delivers them (`deliver_owed`). Never set while
+    /// `IMMUNE` is.
+    pub(crate) const OWED: u64 = 1 << 10;
+    /// The owner is blocked until this generation's kill is `Killed`. Set
+    /// by the owner (an RMW, under the side-table lock); the winner's
+    /// `KILLED` RMW sees it and wakes the owner (`killer.rs`, `PublishOnDrop`).
+    pub(crate) const PARKED: u64 = 1 << 11;
 
     /// Bits that `reset` keeps: they describe the session, not the statement.
     const STICKY: u64 = Self::PROBE | Self::IMMUNE;
@@ -121,6 +130,8 @@ impl State {
     pub(crate) const SIDE_DATA: u64 = Self::REASON | Self::WAITERS | Self::HOOK;
     const GEN_SHIFT: u32 = 12;
     const LOW_MASK: u64 = (1 << Self::GEN_SHIFT) - 1;
+    /// Every flag bit (for `Debug`).
+    const FLAGS: u64 = Self::LOW_MASK & !(Self::KILLING | Self::KILLED | Self::SIGNAL_MASK);
     /// Anything that sends `handle_signal` off its fast path.
     const NOT_QUIET: u64 = Self::SIGNAL_MASK | Self::PROBE;
 
@@ -185,7 +196,7 @@ impl std::fmt::Debug for State {
         f.debug_struct("State")
             .field("generation", &self.generation().0)
             .field("phase", &self.phase())
-            .field("flags", &format_args!("{:#05x}", self.0 & 0x3e0))
+            .field("flags", &format_args!("{:#05x}", self.0 & Self::FLAGS))
             .finish()
     }
 }

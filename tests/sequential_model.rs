@@ -39,9 +39,19 @@ struct Model {
     events: Vec<Option<WaitOutcome>>,
     /// Statement of each live event.
     event_statements: Vec<u64>,
+    /// A kill inside a section that was dropped (not released) still owes
+    /// its hooks and waiters to the owner's next operation.
+    owed: bool,
 }
 
 impl Model {
+    /// The owner's next operation delivers what a dropped section deferred.
+    fn deliver_owed(&mut self) {
+        if std::mem::take(&mut self.owed) {
+            self.serve_kill();
+        }
+    }
+
     fn serve_kill(&mut self) {
         let signal = self.signal.expect("served only when killed");
         self.hook_runs += std::mem::take(&mut self.hooks_owed);
@@ -66,6 +76,7 @@ impl Model {
     }
 
     fn reset(&mut self) -> Option<KillSignal> {
+        self.deliver_owed();
         for (outcome, statement) in self.events.iter_mut().zip(&self.event_statements) {
             if outcome.is_none() && *statement == self.statement {
                 *outcome = Some(WaitOutcome::Reset);
@@ -110,6 +121,9 @@ fn run(seed: u64, steps: usize) {
                 assert_eq!(killer.kill_statement(target, signal), expected, "{context}");
             }
             3 => {
+                if model.immune_depth == 0 {
+                    model.deliver_owed();
+                }
                 let expected = model.signal.filter(|_| model.immune_depth == 0);
                 let actual = killer.handle_signal().err().map(|e| e.signal());
                 assert_eq!(actual, expected, "{context}: handle_signal");
@@ -149,14 +163,26 @@ fn run(seed: u64, steps: usize) {
                 model.event_statements.push(model.statement);
             }
             7 => {
+                if model.immune_depth == 0 {
+                    model.deliver_owed();
+                }
                 guards.push(killer.kill_immune());
                 model.immune_depth += 1;
             }
             8 => {
-                if guards.pop().is_some() {
+                // End the innermost section: released (served at once) or
+                // dropped (owed to the owner's next operation).
+                if let Some(guard) = guards.pop() {
                     model.immune_depth -= 1;
-                    if model.immune_depth == 0 && model.signal.is_some() {
-                        model.serve_kill();
+                    let last = model.immune_depth == 0 && model.signal.is_some();
+                    if rng.below(2) == 0 {
+                        guard.release();
+                        if last {
+                            model.serve_kill();
+                        }
+                    } else {
+                        drop(guard);
+                        model.owed |= last;
                     }
                 }
             }

@@ -145,6 +145,7 @@ fn hook_installed_while_kill_fires() {
             seen.saw(match status {
                 HookStatus::Ran => "hook ran at install",
                 HookStatus::Armed => "hook ran by killer",
+                HookStatus::Stale => unreachable!("installed for the current statement"),
             });
         },
     );

@@ -1,0 +1,347 @@
+//! The edges, where user code and time enter: callbacks that panic, callbacks
+//! from `Drop`, waiting without burning a core, and hooks and probes scoped
+//! to a statement. Each test here reproduces a failure seen on an earlier
+//! version of the crate.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::Duration;
+
+use sqlkiller::{KillError, KillOutcome, KillPhase, KillSignal, SqlKiller, WaitOutcome};
+
+use KillSignal::*;
+
+/// How long a step may take before the test calls it a hang. Generous: it
+/// only separates "returned" from "never returns" on a loaded machine.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Runs `f` on its own thread and fails the test if it has not returned
+/// within [`HANG`] (the thread is left behind: the test fails anyway).
+fn must_return<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(HANG) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what} did not return within {HANG:?}: it hangs"),
+    }
+}
+
+/// A waker whose `wake` panics, as a buggy executor's might.
+struct PanickingWaker;
+
+impl Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("waker failed");
+    }
+}
+
+/// Registers a kill event of the current statement whose waker panics.
+fn register_panicking_waiter(killer: &Arc<SqlKiller>) -> impl Send {
+    let killer = Arc::clone(killer);
+    let waker = Waker::from(Arc::new(PanickingWaker));
+    // Registered on a helper thread so the borrowed event can live there.
+    let (registered, wait) = mpsc::channel();
+    let (finish, done) = mpsc::channel::<()>();
+    let handle = thread::spawn(move || {
+        let mut event = killer.kill_event();
+        let polled = Pin::new(&mut event).poll(&mut Context::from_waker(&waker));
+        assert_eq!(polled, Poll::Pending);
+        registered.send(()).unwrap();
+        let _ = done.recv();
+    });
+    wait.recv().unwrap();
+    (finish, handle)
+}
+
+/// Failure 1 of the edges issue: a kill wakes a future's waker that panics.
+/// That must not leave the hook counted as running (`reset` and
+/// `kill_immune` spun for ever), skip the later waiters (a blocked thread
+/// slept until its timeout) or the hook.
+#[test]
+fn a_panicking_waker_wedges_nothing_and_skips_nobody() {
+    let killer = Arc::new(SqlKiller::new());
+    let _panicky = register_panicking_waiter(&killer);
+
+    // A thread blocked on the same statement, registered after the waker.
+    let (ready_tx, ready) = mpsc::channel();
+    let k = Arc::clone(&killer);
+    let blocked = thread::spawn(move || {
+        let mut event = k.kill_event();
+        ready_tx.send(()).unwrap();
+        event.wait(Duration::from_secs(3600))
+    });
+    ready.recv().unwrap();
+    thread::sleep(Duration::from_millis(20)); // let it park
+
+    let hook_ran = Arc::new(AtomicBool::new(false));
+    let h = Arc::clone(&hook_ran);
+    killer.set_cancel_hook(move || h.store(true, SeqCst));
+
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        killer.send_kill_signal(QueryInterrupted)
+    }));
+    let message = caught.expect_err("the waker's panic reaches the killing thread");
+    assert_eq!(message.downcast_ref::<&str>(), Some(&"waker failed"));
+    assert_eq!(killer.phase().1, KillPhase::Killed(QueryInterrupted));
+    assert!(
+        hook_ran.load(SeqCst),
+        "the hook ran despite the waker's panic"
+    );
+    let woke = must_return("the blocked waiter", move || blocked.join().unwrap());
+    assert_eq!(woke, WaitOutcome::Killed(QueryInterrupted));
+
+    let k = Arc::clone(&killer);
+    must_return("kill_immune after a panicking waker", move || {
+        let guard = k.kill_immune();
+        drop(guard);
+    });
+    let k = Arc::clone(&killer);
+    let cleared = must_return("reset after a panicking waker", move || k.reset());
+    assert_eq!(cleared, Some(QueryInterrupted));
+}
+
+/// A panicking waker woken by `reset` (the statement ended unkilled): the
+/// statement still ends, and every other waiter still wakes.
+#[test]
+fn a_panicking_waker_woken_by_reset_skips_nobody() {
+    let killer = Arc::new(SqlKiller::new());
+    let _panicky = register_panicking_waiter(&killer);
+    let (ready_tx, ready) = mpsc::channel();
+    let k = Arc::clone(&killer);
+    let blocked = thread::spawn(move || {
+        let mut event = k.kill_event();
+        ready_tx.send(()).unwrap();
+        event.wait(Duration::from_secs(3600))
+    });
+    ready.recv().unwrap();
+    thread::sleep(Duration::from_millis(20));
+    let first = killer.statement();
+    let caught = catch_unwind(AssertUnwindSafe(|| killer.reset()));
+    assert!(caught.is_err(), "the waker's panic reaches reset's caller");
+    assert_ne!(
+        killer.statement(),
+        first,
+        "the statement ended all the same"
+    );
+    let woke = must_return("the blocked waiter", move || blocked.join().unwrap());
+    assert_eq!(woke, WaitOutcome::Reset);
+    assert_eq!(
+        killer.send_kill_signal(MaxExecTimeExceeded),
+        KillOutcome::Sent
+    );
+    assert_eq!(killer.reset(), Some(MaxExecTimeExceeded));
+}
+
+/// Failure 2: a kill arrives inside a kill-immune section, then the COMMIT
+/// panics, and the deferred hook panics too. Running the hook from the
+/// guard's drop while unwinding aborted the process; it must not run there.
+/// (Run in a child process: an abort would take the test runner with it.)
+#[test]
+fn a_guard_dropped_while_unwinding_runs_no_user_code() {
+    if std::env::var_os("SQLKILLER_EDGES_CHILD").is_some() {
+        return guard_unwinding_child();
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_guard_dropped_while_unwinding_runs_no_user_code",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SQLKILLER_EDGES_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the child died ({}): {stderr}",
+        output.status
+    );
+}
+
+fn guard_unwinding_child() {
+    let killer = SqlKiller::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    killer.set_cancel_hook(move || {
+        r.fetch_add(1, SeqCst);
+        panic!("hook failed");
+    });
+    let commit = catch_unwind(AssertUnwindSafe(|| {
+        let _commit = killer.kill_immune();
+        assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+        panic!("COMMIT failed");
+    }));
+    assert!(commit.is_err());
+    assert_eq!(ran.load(SeqCst), 0, "no hook ran while unwinding");
+    assert!(!killer.is_kill_immune());
+    // The owed hook runs at the owner's next operation, and its panic
+    // reaches that caller.
+    let next = catch_unwind(AssertUnwindSafe(|| killer.handle_signal()));
+    assert!(
+        next.is_err(),
+        "the deferred hook's panic reaches handle_signal"
+    );
+    assert_eq!(ran.load(SeqCst), 1);
+    assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+    assert_eq!(ran.load(SeqCst), 1, "a hook runs once");
+    assert_eq!(killer.reset(), Some(QueryInterrupted));
+}
+
+/// Failure 3: `finish_result_set` called from a destructor during an
+/// unrelated unwind. The function returned normally, so it stays installed.
+#[test]
+fn a_finish_function_that_returned_stays_installed_during_an_unwind() {
+    let killer = SqlKiller::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    killer.set_finish_func(move || {
+        r.fetch_add(1, SeqCst);
+    });
+    struct FinishOnDrop<'a>(&'a SqlKiller);
+    impl Drop for FinishOnDrop<'_> {
+        fn drop(&mut self) {
+            assert_eq!(self.0.finish_result_set(), Ok(true));
+        }
+    }
+    let unwound = catch_unwind(AssertUnwindSafe(|| {
+        let _cleanup = FinishOnDrop(&killer);
+        panic!("an unrelated failure");
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(runs.load(SeqCst), 1);
+    assert_eq!(
+        killer.finish_result_set(),
+        Ok(true),
+        "the finish function was uninstalled although it returned normally"
+    );
+    assert_eq!(runs.load(SeqCst), 2);
+}
+
+/// A finish function that panics is removed, and its panic reaches the caller.
+#[test]
+fn a_finish_function_that_panics_is_removed() {
+    let killer = SqlKiller::new();
+    killer.set_finish_func(|| panic!("finish failed"));
+    let caught = catch_unwind(AssertUnwindSafe(|| killer.finish_result_set()));
+    assert!(caught.is_err());
+    assert_eq!(killer.finish_result_set(), Ok(false));
+    killer.clear_finish_func().unwrap();
+}
+
+/// The CPU time this thread has used so far, in clock ticks (Linux).
+fn thread_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is 3rd,
+    // utime the 14th and stime the 15th of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Failure 4: `reset` waiting for a slow hook yield-spun for its whole run
+/// (a 500 ms hook cost the owner about 300 ms of CPU). It must block: here
+/// it may use at most 10% of the wait (SPEC budget), measured as the owner
+/// thread's own CPU time. Not a timing threshold: a parked thread uses none.
+#[test]
+fn reset_waiting_for_a_slow_hook_does_not_burn_a_core() {
+    if thread_cpu_ticks().is_none() {
+        eprintln!("no /proc/thread-self/stat here: skipped");
+        return;
+    }
+    const HOOK_RUNS: Duration = Duration::from_millis(600);
+    let killer = Arc::new(SqlKiller::new());
+    let (started_tx, started) = mpsc::channel();
+    killer.set_cancel_hook(move || {
+        started_tx.send(()).unwrap();
+        thread::sleep(HOOK_RUNS);
+    });
+    let k = Arc::clone(&killer);
+    let kill = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
+    started.recv().unwrap();
+    let k = Arc::clone(&killer);
+    let (ticks, cleared) = must_return("reset", move || {
+        let before = thread_cpu_ticks().unwrap();
+        let cleared = k.reset();
+        (thread_cpu_ticks().unwrap() - before, cleared)
+    });
+    assert_eq!(cleared, Some(QueryInterrupted));
+    assert_eq!(kill.join().unwrap(), KillOutcome::Sent);
+    // USER_HZ is 100 on Linux: 600 ms of waiting is 60 ticks; 10% is 6.
+    assert!(
+        ticks <= 6,
+        "reset used {ticks} ticks of CPU while waiting {HOOK_RUNS:?} for a hook"
+    );
+}
+
+/// The same for entering a kill-immune section while a kill's hook runs.
+#[test]
+fn guard_entry_waiting_for_a_slow_hook_does_not_burn_a_core() {
+    if thread_cpu_ticks().is_none() {
+        return;
+    }
+    let killer = Arc::new(SqlKiller::new());
+    let (started_tx, started) = mpsc::channel();
+    killer.set_cancel_hook(move || {
+        started_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(600));
+    });
+    let k = Arc::clone(&killer);
+    let kill = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
+    started.recv().unwrap();
+    let k = Arc::clone(&killer);
+    let ticks = must_return("kill_immune", move || {
+        let before = thread_cpu_ticks().unwrap();
+        let guard = k.kill_immune();
+        let ticks = thread_cpu_ticks().unwrap() - before;
+        drop(guard);
+        ticks
+    });
+    kill.join().unwrap();
+    assert!(ticks <= 6, "kill_immune used {ticks} ticks of CPU waiting");
+}
+
+/// Failure 7 (a mutant that survived): with a probe armed, the checkpoint
+/// counts down between clock reads; a kill must still be reported at the
+/// very next checkpoint, not when the countdown runs out.
+#[test]
+fn a_kill_is_reported_at_once_while_the_probe_counts_down() {
+    let killer = SqlKiller::new();
+    let probes = Arc::new(AtomicUsize::new(0));
+    let p = Arc::clone(&probes);
+    killer.set_connection_alive_probe(move || {
+        p.fetch_add(1, SeqCst);
+        true
+    });
+    // A dense burst of checks: the countdown between clock reads grows.
+    for _ in 0..200_000 {
+        assert!(killer.handle_signal().is_ok());
+    }
+    assert_eq!(
+        killer.send_kill_signal(MaxExecTimeExceeded),
+        KillOutcome::Sent
+    );
+    assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+}
+
+/// Failure 7: the winner's drop guard is what moves `Killing` to `Killed`;
+/// without it `reset` would wait for ever. Seen directly, without a hang.
+#[test]
+fn a_kill_is_published_before_it_returns() {
+    let killer = SqlKiller::new();
+    killer.send_kill_signal_with_reason(RunawayQueryExceeded, "too long");
+    assert_eq!(killer.phase().1, KillPhase::Killed(RunawayQueryExceeded));
+    killer.reset();
+    assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+    assert_eq!(killer.phase().1, KillPhase::Killed(QueryInterrupted));
+}
