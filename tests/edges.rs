@@ -345,3 +345,147 @@ fn a_kill_is_published_before_it_returns() {
     assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
     assert_eq!(killer.phase().1, KillPhase::Killed(QueryInterrupted));
 }
+
+/// Failure 5: an RPC thread of statement g installs its hook just after the
+/// owner's `reset`. It must not replace the hook of g + 1: the KILL of
+/// g + 1 cancels g + 1's RPC, and g's hook is dropped un-run.
+#[test]
+fn a_late_hook_install_never_lands_on_the_next_statement() {
+    use sqlkiller::HookStatus;
+    let killer = SqlKiller::new();
+    let old = killer.statement();
+    killer.reset();
+    let new = killer.statement();
+    let (new_runs, old_runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let n = Arc::clone(&new_runs);
+    assert_eq!(
+        killer.set_cancel_hook_for(new, move || {
+            n.fetch_add(1, SeqCst);
+        }),
+        HookStatus::Armed
+    );
+    let o = Arc::clone(&old_runs);
+    assert_eq!(
+        killer.set_cancel_hook_for(old, move || {
+            o.fetch_add(1, SeqCst);
+        }),
+        HookStatus::Stale
+    );
+    assert_eq!(
+        Arc::strong_count(&old_runs),
+        1,
+        "a stale hook is dropped at once"
+    );
+    assert_eq!(
+        killer.kill_statement(new, QueryInterrupted),
+        KillOutcome::Sent
+    );
+    assert_eq!(
+        new_runs.load(SeqCst),
+        1,
+        "the KILL of g + 1 cancels g + 1's RPC"
+    );
+    assert_eq!(old_runs.load(SeqCst), 0);
+    // A stale install on a killed statement does not run either.
+    assert_eq!(
+        killer.set_cancel_hook_for(old, || unreachable!()),
+        HookStatus::Stale
+    );
+    assert_eq!(killer.set_cancel_hook_for(new, || {}), HookStatus::Ran);
+    assert_eq!(killer.reset(), Some(QueryInterrupted));
+}
+
+/// Failure 6: a connection's cleanup must not remove the probe that
+/// replaced its own.
+#[test]
+fn a_stale_cleanup_never_removes_a_newer_probe() {
+    let killer = SqlKiller::new();
+    let first = killer.set_connection_alive_probe(|| true);
+    let dead = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&dead);
+    let second = killer.set_connection_alive_probe(move || !d.load(SeqCst));
+    assert_ne!(first, second);
+    assert!(!killer.clear_connection_alive_probe_if(first));
+    dead.store(true, SeqCst);
+    assert!(
+        !killer.check_connection_alive(),
+        "the newer probe is still installed"
+    );
+    assert_eq!(killer.kill_signal(), Some(QueryInterrupted));
+    assert!(killer.clear_connection_alive_probe_if(second));
+    assert!(!killer.clear_connection_alive_probe_if(second));
+    assert!(killer.check_connection_alive(), "no probe: alive");
+    // The unconditional clear still clears whatever is installed.
+    let third = killer.set_connection_alive_probe(|| false);
+    killer.clear_connection_alive_probe();
+    assert!(!killer.clear_connection_alive_probe_if(third));
+}
+
+/// A probe that panics inside `handle_signal`: the panic reaches the
+/// checkpoint's caller, the probe stays installed, the killer stays usable.
+#[test]
+fn a_panicking_probe_reaches_the_checkpoint_and_wedges_nothing() {
+    let killer = SqlKiller::new();
+    killer.set_probe_interval(Duration::ZERO);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    killer.set_connection_alive_probe(move || {
+        if c.fetch_add(1, SeqCst) == 0 {
+            panic!("probe failed");
+        }
+        true
+    });
+    assert!(catch_unwind(AssertUnwindSafe(|| killer.handle_signal())).is_err());
+    assert!(killer.handle_signal().is_ok(), "probed again, alive");
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+    assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+    assert_eq!(killer.reset(), Some(QueryInterrupted));
+}
+
+/// `reset` is not left half-done by a deferred hook that panics: the
+/// statement ends, the other owed waiters wake, and the panic reaches
+/// `reset`'s caller afterwards.
+#[test]
+fn an_owed_hook_that_panics_in_reset_still_ends_the_statement() {
+    let killer = SqlKiller::new();
+    let first = killer.statement();
+    killer.set_cancel_hook(|| panic!("hook failed"));
+    let mut event = killer.kill_event();
+    let guard = killer.kill_immune();
+    assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+    drop(guard); // owed: nothing ran here
+    assert_eq!(event.try_outcome(), None);
+    assert!(catch_unwind(AssertUnwindSafe(|| killer.reset())).is_err());
+    assert_ne!(killer.statement(), first, "the statement ended");
+    assert_eq!(
+        event.try_outcome(),
+        Some(WaitOutcome::Killed(QueryInterrupted))
+    );
+    assert_eq!(killer.kill_signal(), None);
+    assert!(killer.handle_signal().is_ok());
+}
+
+/// `release` serves owed side effects at once; a second kill-immune section
+/// first serves what the first one owed.
+#[test]
+fn owed_side_effects_are_served_once_by_the_first_owner_operation() {
+    let killer = SqlKiller::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    killer.set_cancel_hook(move || {
+        r.fetch_add(1, SeqCst);
+    });
+    drop({
+        let guard = killer.kill_immune();
+        killer.send_kill_signal(QueryInterrupted);
+        guard
+    });
+    assert_eq!(runs.load(SeqCst), 0);
+    let again = killer.kill_immune(); // served before the new section began
+    assert_eq!(runs.load(SeqCst), 1);
+    again.release();
+    assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+    assert_eq!(killer.reset(), Some(QueryInterrupted));
+    assert_eq!(runs.load(SeqCst), 1, "served once");
+}
