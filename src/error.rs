@@ -9,7 +9,7 @@ pub(crate) const RUNAWAY_DEFAULT_DETAIL: &str = "runaway exceed tidb side";
 
 /// The error [`handle_signal`] returns once the current statement is killed.
 ///
-/// Codes, SQLSTATEs and messages are TiDB's (SPEC §6), so a client sees the
+/// Codes, SQLSTATEs and messages are TiDB's, so a client sees the
 /// same error from a port. `conn_id` is the connection id when the error was
 /// built; `reason` is the text given to
 /// [`send_kill_signal_with_reason`] (empty if none).

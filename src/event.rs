@@ -111,7 +111,7 @@ impl SqlKiller {
         table.next_waiter_id += 1;
         // A read-modify-write, never a load: the kill's CAS and this RMW are
         // ordered on one word, so either the kill sees `WAITERS` and wakes
-        // us, or we see its signal here (no lost wake-up, SPEC §4).
+        // us, or we see its signal here (no lost wake-up).
         let prev = State(self.state.fetch_or(State::WAITERS, AcqRel));
         let statement = target.unwrap_or(prev.generation());
         let outcome = match prev.signal() {

@@ -340,7 +340,7 @@ impl SqlKiller {
     /// The checkpoint: `Ok` unless the current statement was killed (TiDB `HandleSignal`).
     ///
     /// Not killed and no liveness probe: one atomic load and a mask test.
-    /// Killed: the error of SPEC §6, with the connection id as of now and the
+    /// Killed: the [`KillError`] of the signal, with the connection id as of now and the
     /// kill's reason text.
     ///
     /// ```

@@ -26,9 +26,34 @@
 //! of no return.
 //!
 //! The same code runs natively and under `loom`, which checks every
-//! interleaving of the invariants of the crate's SPEC (§5); the models live
-//! in the `loom-tests` workspace member, next to deliberately broken models
-//! of TiDB's historic `SQLKiller` bugs that loom must reject.
+//! interleaving of the crate's invariants (I1 to I9, listed with the models
+//! of each in `src/state.rs` and `docs/VERIFICATION.md`); the models live in
+//! the `loom-tests` workspace member, next to deliberately broken models of
+//! TiDB's historic `SQLKiller` bugs that loom must reject.
+//!
+//! # Where user code runs, and where its panics go
+//!
+//! No lock of the killer is held while user code runs, so every callback
+//! may call back into the killer (but `reset` and `kill_immune` from inside
+//! the killer's own hook or waker panic with a clear message, as they would
+//! wait for themselves). No destructor of this crate runs user code, other
+//! than dropping the user values it owns (a `KillEvent` drops its waker).
+//! A panic in a callback never wedges `reset`, a kill-immune guard or a
+//! waiter, never skips another waiter's wake-up, and never aborts the
+//! process; it reaches the caller that ran the callback, as follows.
+//!
+//! | callback | runs on | a panic |
+//! | --- | --- | --- |
+//! | cancel hook | the killing thread ([`send_kill_signal`](SqlKiller::send_kill_signal) and friends, or a probe's kill); the installing thread if the statement was already killed; the owner, for a hook deferred by a kill-immune section | reaches that caller once the kill is published (`Killed`) and every waiter of it woke |
+//! | kill event's waker | the thread that killed or reset the statement, or the owner for a deferred kill | the same; the other wakers are still woken, the hook still runs |
+//! | liveness probe | the caller of [`handle_signal`](SqlKiller::handle_signal) or [`check_connection_alive`](SqlKiller::check_connection_alive) | reaches that caller; the probe stays installed |
+//! | finish function | the caller of [`finish_result_set`](SqlKiller::finish_result_set) | reaches that caller; the function is removed, a waiting [`clear_finish_func`](SqlKiller::clear_finish_func) is released |
+//! | a hook's or waker's drop | `reset`, which drops the old statement's hook un-run and wakes its waiters | reaches `reset`'s caller after the statement has ended |
+//!
+//! When several callbacks of one kill panic, the first panic is resumed and
+//! the others are dropped. A port to a language where an unrecovered panic
+//! ends the process (Go) should instead recover each callback's panic in
+//! the runner and report it; `docs/PORTING.md` says how.
 //!
 //! ```
 //! use sqlkiller::{KillOutcome, KillSignal, SqlKiller};

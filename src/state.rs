@@ -17,8 +17,10 @@
 //!
 //! # Invariants
 //!
-//! These are SPEC.md §5; each names the loom models (in `loom-tests/tests/`)
-//! that check it over every interleaving, and the broken twins loom rejects.
+//! The crate's contract, I1 to I9. Each names the loom models (in
+//! `loom-tests/tests/`) that check it over every interleaving, and the
+//! broken twins (deliberately buggy models) that loom rejects; the tables in
+//! `docs/VERIFICATION.md` give their bounds and costs.
 //!
 //! 1. **I1 first writer wins.** The only way out of `Idle(g)` towards a kill
 //!    is a CAS that installs `KILLING | signal`; exactly one CAS per generation
@@ -31,14 +33,24 @@
 //!    Waiters: registering sets `WAITERS` with an RMW, so either the kill's
 //!    CAS sees it and wakes them, or the registration sees the signal.
 //!    Models: `waiter_registers_while_kill_fires`,
-//!    `async_waiter_registers_while_kill_fires`, `waiter_races_reset`;
-//!    broken twin: `broken_check_then_sleep_waiter`.
+//!    `async_waiter_registers_while_kill_fires`, `waiter_races_reset`,
+//!    `future_waker_replaced_while_kill_fires`,
+//!    `future_dropped_while_kill_fires`; broken twins:
+//!    `broken_check_then_sleep_waiter`, `broken_waker_replaced_in_two_steps`.
 //! 3. **I3 no stale kill.** A targeted kill compares the generation inside the
 //!    same CAS that installs the signal, so it cannot land on another
 //!    generation; `reset` is one CAS from `Idle`/`Killed`, so a racing kill
 //!    lands on exactly one side of it. Models: `kill_statement_races_reset`,
 //!    `kill_races_reset`; broken twins: `broken_stale_kill_check_then_act`,
 //!    `broken_reset_as_load_then_store` (TiDB #70545 / PR #70557).
+//!    Callbacks are scoped the same way: a hook installed for statement g
+//!    compares g inside the RMW that sets `HOOK` (else `Stale`), the probe
+//!    kills with a targeted kill, and a probe is cleared by id under the
+//!    lock. Models: `stale_hook_install_races_reset`, `probe_races_reset`,
+//!    `probe_path_of_handle_signal_races_reset`,
+//!    `stale_probe_clear_races_install`; broken twins:
+//!    `broken_hook_install_check_then_act`, `broken_probe_kill_untargeted`,
+//!    `broken_probe_clear_unconditional`.
 //! 4. **I4 no torn reason.** A kill with a reason holds the side-table lock
 //!    across its CAS and sets `REASON` in it; readers of a `REASON` state take
 //!    the same lock and re-check the generation, and a generation with
@@ -51,40 +63,57 @@
 //!    `broken_55467_plain_conn_id` (TiDB #55467).
 //! 6. **I6 nobody hangs.** `reset` waits for `Killing` to become `Killed`, and
 //!    the winner sets `KILLED` from a drop guard, so a panicking side effect
-//!    still releases it. No lock is held while waiting or while user code
-//!    runs. Models: `kill_races_reset`, `hook_races_reset`,
-//!    `waiter_races_reset`, `panicking_hook_races_reset`; broken twin `broken_70545_reload_after_cas` (the
-//!    nil lookup that panicked).
+//!    still releases it. A hook taken out of the table is counted in
+//!    `hook_runners` and uncounted by a guard that exists before any user
+//!    code runs; every waker and the hook run under `catch_unwind`, so one
+//!    panic skips no other wake-up, and the first panic is resumed last.
+//!    No lock is held while user code runs. The owner waits by blocking,
+//!    not spinning, once a short backoff is over: it sets `PARKED` with an
+//!    RMW and the winner's `KILLED` RMW sees it (`wait.rs`). Models:
+//!    `kill_races_reset`, `hook_races_reset`, `waiter_races_reset`,
+//!    `panicking_hook_races_reset`, `panicking_waker_during_kill`,
+//!    `hook_run_at_install_races_reset`; broken twins
+//!    `broken_70545_reload_after_cas` (the nil lookup that panicked),
+//!    `broken_hook_counted_without_a_guard`,
+//!    `broken_reset_ignores_a_running_hook`,
+//!    `broken_owner_parks_after_a_plain_check`.
 //! 7. **I7 hooks exactly once.** Installing sets `HOOK` with an RMW under
 //!    the side-table lock: a later kill takes the hook out of the table, an
 //!    earlier one leaves it to the installer, who runs it at once; whoever
 //!    runs a hook counts it in `hook_runners`, and `reset` waits for zero.
-//!    Models: `hook_installed_while_kill_fires`, `hook_races_reset`; broken
-//!    twin: `broken_70608_hook_published_after_check` (TiDB PR #70608).
+//!    Models: `hook_installed_while_kill_fires`, `hook_races_reset`,
+//!    `hook_run_at_install_races_reset`; broken twin:
+//!    `broken_70608_hook_published_after_check` (TiDB PR #70608).
 //! 8. **I8 finish fence.** The finish function runs outside the lock with
 //!    its runner recorded; `clear_finish_func` waits on a condvar until no
 //!    run is in progress. Model: `finish_races_clear`; broken twin:
 //!    `broken_finish_called_outside_the_fence`.
 //! 9. **I9 immunity.** Entering and leaving a kill-immune section are RMWs
 //!    on `IMMUNE`: a kill whose CAS saw `IMMUNE` leaves its waiters and hook
-//!    to the guard's drop, any other kill serves them itself, and entering
-//!    waits for a kill that is still serving. `handle_signal` reads the
-//!    signal and `IMMUNE` in one load. Model: `kill_inside_guard`; broken
-//!    twin: `broken_immunity_checked_then_acted_on`.
-//!
-//! `probe_races_reset` checks that a liveness probe kills only the statement
-//! it probed (I3 for the probe).
+//!    to the end of the section, any other kill serves them itself, and
+//!    entering waits for a kill that is still serving (or a hook still
+//!    running). Leaving runs no user code: it sets `OWED`, and the owner's
+//!    next operation (`release`, `handle_signal`, `reset`, `kill_immune`)
+//!    claims `OWED` with an RMW and serves them. `handle_signal` reads the
+//!    signal and `IMMUNE` in one load. Models: `kill_inside_guard`,
+//!    `waiter_registers_inside_guard`,
+//!    `hook_run_at_install_races_guard_entry`; broken twins:
+//!    `broken_immunity_checked_then_acted_on`,
+//!    `broken_waiter_ignores_the_section`,
+//!    `broken_reset_ignores_a_running_hook`.
 //!
 //! # Deadlock safety
 //!
 //! The only lock is the side table's (`SqlKiller::side`). It is never held
-//! while spinning on this word, while running user code (hooks, probes,
-//! finish functions, wakers), or while dropping user values. `reset` spins
-//! only while the word says `Killing` or a hook is running, and neither the
-//! killer nor a hook runner waits for anything the owner holds. The two
-//! waits a callback could close on itself fail loudly instead: `reset` from
-//! inside this killer's own hook panics, and the finish-function calls
-//! return `FinishError::Reentrant` from inside the finish function.
+//! while running user code (hooks, probes, finish functions, wakers), or
+//! while dropping user values, and the only wait under it is a condition
+//! variable wait, which releases it. The owner waits (spins briefly, then
+//! blocks on `SqlKiller::progress`) only while the word says `Killing` or a
+//! hook is running, and neither the killer nor a hook runner waits for
+//! anything the owner holds. The waits a callback could close on itself
+//! fail loudly instead: `reset` or `kill_immune` from inside this killer's
+//! own hook or waker panics, and the finish-function calls return
+//! `FinishError::Reentrant` from inside the finish function.
 
 use crate::{KillPhase, KillSignal, StatementId};
 
