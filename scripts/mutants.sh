@@ -3,7 +3,7 @@
 # then the loom suite on every mutant the native tests missed.
 #
 # Usage:
-#   scripts/mutants.sh                        # every mutant of src/ (long: about an hour)
+#   scripts/mutants.sh                        # every mutant of src/ (~350; 30-60 min)
 #   scripts/mutants.sh --file src/state.rs    # one file
 #   scripts/mutants.sh --file src/state.rs --re 'State::has'   # a few mutants
 # Any arguments go to `cargo mutants` as they are (--file, --re, --exclude-re,
@@ -12,11 +12,14 @@
 #   MUTANTS_JOBS=2          cargo-mutants --jobs (the machine has 2 cores)
 #   MUTANTS_TIMEOUT=120     cargo-mutants --timeout, seconds per mutant's test
 #                           run (tests take ~5 s; tests/edges.rs waits 20 s
-#                           before it calls something a hang)
+#                           before it calls something a hang; left alone,
+#                           cargo-mutants would allow max(20 s, 5 x baseline),
+#                           i.e. 20-30 s here)
 #   LOOM_TIMEOUT=600        seconds for one loom suite run (build excluded)
 #   LOOM_BUILD_TIMEOUT=1200 seconds for one loom build
-#   MUTANTS_SKIP_NATIVE=1   reuse the last native run (target/mutants) and
-#                           only redo the loom step and the summary
+#   MUTANTS_SKIP_NATIVE=1   reuse the last native run (target/mutants, its
+#                           snapshot included) and only redo the loom step and
+#                           the summary; arguments are then ignored
 #   MUTANTS_SKIP_LOOM=1     native run and summary only
 #
 # Steps:
@@ -36,9 +39,11 @@
 #    run the loom suite on it
 #      RUSTFLAGS="--cfg loom" cargo test -p sqlkiller-loom-tests --release
 #    (target dir target/loom-mutants, reused so each mutant only rebuilds
-#    sqlkiller and the models), restore the file. A failing or timed-out loom
-#    suite catches the mutant. The live tree is never written; a trap
-#    restores the snapshot's file on Ctrl-C as well. Logs: target/mutants/loom/.
+#    sqlkiller and the models: ~13 s a mutant, ~25 s more on a fresh target
+#    dir), restore the file. A failing or timed-out loom suite catches the
+#    mutant; one that does not build under --cfg loom stays missed (flagged).
+#    The live tree is never written; a trap restores the snapshot's file on
+#    Ctrl-C as well. Logs: target/mutants/loom/.
 # 3. Print a table per file and the score, list every mutant still missed,
 #    and write it all to target/mutants/summary.txt.
 #    score = (caught + caught by loom + timed out) / (total - unviable).
@@ -64,6 +69,15 @@ loom_build_timeout=${LOOM_BUILD_TIMEOUT:-1200}
 selftest=${MUTANTS_LOOM_SELFTEST:-0}
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# Listing runs nothing: hand it to cargo-mutants on the live tree (read only).
+for arg in "$@"; do
+    case $arg in
+        --list | --list-files | -h | --help | --version)
+            exec cargo mutants --dir "$root" --package sqlkiller --features tracing "$@" ;;
+    esac
+done
+
 start=$(date +%s)
 mkdir -p "$out"
 
@@ -78,8 +92,7 @@ if [[ ${MUTANTS_SKIP_NATIVE:-0} != 1 ]]; then
     step "cargo mutants (native tests; jobs $jobs, test timeout ${test_timeout}s)"
     set +e
     cargo mutants --dir "$tree" --package sqlkiller --features tracing \
-        --output "$out" --no-shuffle --timeout "$test_timeout" --jobs "$jobs" \
-        --colors never "$@"
+        --output "$out" --no-shuffle --timeout "$test_timeout" --jobs "$jobs" "$@"
     rc=$?
     set -e
     # 0: all caught; 2: some missed; 3: some timed out. Anything else means
@@ -118,51 +131,72 @@ for o in outcomes:
     print("\t".join([kind, m["file"], o["diff_path"], m["name"]]))
 PY
 
-pending_file=""   # snapshot file currently mutated, restored by the trap
+pending_file=""   # snapshot file currently mutated, restored by the traps
+child=""          # pid of the running `timeout` (leader of its own process group)
 restore() {
     if [[ -n $pending_file ]]; then
         cp "$out/orig.rs" "$tree/$pending_file"   # cp, not cp -p: a new mtime for cargo
         pending_file=""
     fi
 }
+on_signal() {
+    trap - INT TERM
+    # timeout(1) runs in a process group of its own, so Ctrl-C does not reach
+    # cargo or the test binaries; TERM to timeout kills that whole group.
+    if [[ -n $child ]]; then
+        kill -TERM "$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
+    restore
+    echo "interrupted" >&2
+    exit 130
+}
 trap restore EXIT
-trap 'restore; echo "interrupted" >&2; exit 130' INT TERM
+trap on_signal INT TERM
+
+# run_limited SECONDS LOG COMMAND...: runs COMMAND in the snapshot under
+# timeout(1), output appended to LOG, and returns its exit code (124: timed
+# out). In the background with `wait`, so that a signal runs on_signal at once
+# instead of after the command.
+run_limited() {
+    local secs=$1 log=$2 rc=0
+    shift 2
+    (cd "$tree" && exec timeout "$secs" "$@") >>"$log" 2>&1 </dev/null &
+    child=$!
+    wait "$child" || rc=$?
+    child=""
+    return "$rc"
+}
 
 # Applies one cargo-mutants diff to the snapshot, runs the loom suite, restores.
 # Sets $verdict: loom-caught, loom-timeout, survived, loom-unviable or
 # patch-failed. (Not run in a $(...) subshell, so that the traps above still
-# restore the snapshot on Ctrl-C.)
+# see $pending_file and $child.)
 verdict=""
 loom_check() {
-    local file=$1 diff=$2 log=$3 rc
+    local file=$1 diff=$2 log=$3 rc=0
+    local cargo_loom=(env RUSTFLAGS="--cfg loom" cargo test -p sqlkiller-loom-tests
+        --release --target-dir "$loom_target")
     cp "$tree/$file" "$out/orig.rs"
     pending_file=$file
     # cargo-mutants' diffs read "--- src/x.rs" / "+++ <mutant description>":
     # give patch the file name explicitly.
-    if ! patch --silent --forward --fuzz=0 --no-backup-if-mismatch \
+    if ! patch --silent --forward --fuzz=0 --no-backup-if-mismatch --reject-file=- \
         "$tree/$file" "$diff" >"$log" 2>&1; then
         restore
         verdict=patch-failed
         return
     fi
     touch "$tree/$file"
-    set +e
-    (cd "$tree" && RUSTFLAGS="--cfg loom" timeout "$loom_build_timeout" \
-        cargo test -p sqlkiller-loom-tests --release --target-dir "$loom_target" \
-        --no-run) >>"$log" 2>&1 </dev/null
-    rc=$?
-    set -e
+    # Build first, so that a mutant that does not compile under --cfg loom is
+    # told apart from one the models reject.
+    run_limited "$loom_build_timeout" "$log" "${cargo_loom[@]}" --no-run || rc=$?
     if ((rc != 0)); then
         restore
         verdict=loom-unviable
         return
     fi
-    set +e
-    (cd "$tree" && RUSTFLAGS="--cfg loom" timeout "$loom_timeout" \
-        cargo test -p sqlkiller-loom-tests --release --target-dir "$loom_target") \
-        >>"$log" 2>&1 </dev/null
-    rc=$?
-    set -e
+    run_limited "$loom_timeout" "$log" "${cargo_loom[@]}" || rc=$?
     restore
     case $rc in
         0) verdict=survived ;;
@@ -173,7 +207,7 @@ loom_check() {
 
 if [[ ${MUTANTS_SKIP_LOOM:-0} != 1 && -s $todo ]]; then
     n=$(wc -l <"$todo")
-    step "loom suite on $n mutant(s) the native tests missed (${loom_timeout}s each)"
+    step "loom suite on $n mutant(s) the native tests missed (${loom_timeout}s limit each)"
     rm -rf "$loom_logs"
     mkdir -p "$loom_logs"
     : >"$loom_results"
@@ -211,7 +245,7 @@ if os.path.exists(loom_path):
 
 cols = ["caught", "loom", "missed", "unviable", "timeout", "total"]
 rows = defaultdict(lambda: dict.fromkeys(cols, 0))
-missed, unknown = [], []
+missed, unknown, timeouts, loom_timeouts = [], [], [], []
 for o in outcomes:
     if o["scenario"] == "Baseline":
         continue
@@ -224,10 +258,13 @@ for o in outcomes:
         row["unviable"] += 1
     elif s == "Timeout":
         row["timeout"] += 1
+        timeouts.append(m["name"])
     elif s == "MissedMutant":
         verdict, log = loom.get(m["name"], ("not run", ""))
         if verdict in ("loom-caught", "loom-timeout"):
             row["loom"] += 1
+            if verdict == "loom-timeout":
+                loom_timeouts.append((m["name"], log))
         else:
             row["missed"] += 1
             missed.append((m["name"], verdict, log))
@@ -247,8 +284,9 @@ for r in rows.values():
 width = max([len("file"), len("TOTAL")] + [len(f) for f in rows])
 head = ["caught", "by loom", "missed", "unviable", "timeout", "total", "score"]
 lines = [
-    "caught: by the native tests; by loom: missed natively, caught by the loom suite;",
-    "missed: survived both; score = (caught + by loom + timeout) / (total - unviable)",
+    "caught: by the native tests; by loom: missed natively, then failed or timed out in",
+    "the loom suite; missed: survived both; timeout: native tests timed out;",
+    "score = (caught + by loom + timeout) / (total - unviable)",
     "",
     f'{"file":<{width}}  ' + "  ".join(f"{h:>8}" for h in head),
 ]
@@ -271,6 +309,12 @@ if missed:
         lines.append(f"  {name}{note}")
 else:
     lines.append("still missed: none")
+if timeouts:
+    lines.append(f"native tests timed out ({len(timeouts)}), counted as caught:")
+    lines += [f"  {name}" for name in timeouts]
+if loom_timeouts:
+    lines.append(f"loom suite timed out ({len(loom_timeouts)}), counted as caught by loom:")
+    lines += [f"  {name}  ({log})" for name, log in loom_timeouts]
 for name, s in unknown:
     lines.append(f"unexpected outcome {s}: {name}")
 if selftest:
