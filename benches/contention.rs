@@ -43,13 +43,13 @@ fn main() {
                     OTHER_SESSIONS => {
                         busy.store(true, Relaxed);
                         let k = &killers[next];
-                        k.send_kill_signal(KillSignal::ServerMemoryExceeded);
+                        let _ = k.send_kill_signal(KillSignal::ServerMemoryExceeded);
                         k.reset();
                         next = if next + 1 == SESSIONS { 1 } else { next + 1 };
                     }
                     OWN_SESSION => {
                         busy.store(true, Relaxed);
-                        killers[0].send_kill_signal(KillSignal::ServerMemoryExceeded);
+                        let _ = killers[0].send_kill_signal(KillSignal::ServerMemoryExceeded);
                         killers[0].reset();
                     }
                     STOP => return,

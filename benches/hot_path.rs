@@ -133,7 +133,7 @@ fn hot_check(c: &mut Criterion) {
     });
 
     let probed = SqlKiller::new();
-    probed.set_connection_alive_probe(|| true);
+    let _ = probed.set_connection_alive_probe(|| true);
     bench_checks(
         &mut group,
         "sqlkiller: handle_signal, probe installed",
@@ -177,14 +177,14 @@ fn kill_reset(c: &mut Criterion) {
     });
     group.bench_function("sqlkiller: send_kill_signal + reset", |b| {
         b.iter(|| {
-            black_box(&killer).send_kill_signal(KillSignal::QueryInterrupted);
+            let _ = black_box(&killer).send_kill_signal(KillSignal::QueryInterrupted);
             killer.reset()
         })
     });
     group.bench_function("sqlkiller: kill_statement + reset", |b| {
         b.iter(|| {
             let id = black_box(&killer).statement();
-            killer.kill_statement(id, KillSignal::MaxExecTimeExceeded);
+            let _ = killer.kill_statement(id, KillSignal::MaxExecTimeExceeded);
             killer.reset()
         })
     });
@@ -202,7 +202,7 @@ fn kill_reset(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let event = black_box(&killer).kill_event();
-                killer.send_kill_signal(KillSignal::QueryInterrupted);
+                let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
                 drop(event);
                 killer.reset()
             })

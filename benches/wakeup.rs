@@ -76,7 +76,7 @@ struct Kill(Arc<SqlKiller>);
 
 impl Wakeup for Kill {
     fn wake(&mut self) {
-        self.0.send_kill_signal(KillSignal::QueryInterrupted);
+        let _ = self.0.send_kill_signal(KillSignal::QueryInterrupted);
     }
     fn after(&mut self) {
         self.0.reset();
@@ -92,7 +92,7 @@ fn kill_event_trip() -> Trip {
         Box::new(Kill(killer)),
         move || k1.statement(),
         move |statement| {
-            let outcome = k2.kill_event_for(statement).wait(Duration::MAX);
+            let outcome = k2.kill_event_for(statement).wait();
             assert!(matches!(outcome, WaitOutcome::Killed(_)));
         },
     )

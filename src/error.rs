@@ -22,13 +22,14 @@ pub(crate) const RUNAWAY_DEFAULT_DETAIL: &str = "runaway exceed tidb side";
 ///
 /// let killer = SqlKiller::new();
 /// killer.set_conn_id(42);
-/// killer.send_kill_signal(KillSignal::QueryMemoryExceeded);
+/// let _ = killer.send_kill_signal(KillSignal::QueryMemoryExceeded);
 /// let err = killer.handle_signal().unwrap_err();
 /// assert_eq!(err, KillError::QueryMemoryExceeded { conn_id: 42 });
 /// assert_eq!((err.code(), err.sqlstate()), (8175, "HY000"));
 /// assert!(err.to_string().ends_with("[conn=42]"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum KillError {
     /// [`KillSignal::QueryInterrupted`]: 1317, SQLSTATE 70100.
     #[error("Query execution was interrupted")]

@@ -1,5 +1,6 @@
 //! The finish function: how a killer releases a statement stuck writing its result set.
 
+use crate::killer::Shared;
 use crate::loom::{lock, thread, wait};
 use crate::side::table;
 use crate::SqlKiller;
@@ -19,10 +20,16 @@ pub(crate) struct FinishSlot {
 
 /// A finish-function call that would wait for itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum FinishError {
-    /// Called from inside the running finish function, on its own thread.
-    #[error("{0} called from inside the finish function, which it would wait for")]
-    Reentrant(&'static str),
+    /// `finish_result_set` called from inside the running finish function,
+    /// on its own thread.
+    #[error("finish_result_set called from inside the finish function, which it would wait for")]
+    ReentrantFinish,
+    /// `clear_finish_func` called from inside the running finish function,
+    /// on its own thread: the function is cleared, but is still running.
+    #[error("clear_finish_func called from inside the finish function, which it would wait for")]
+    ReentrantClear,
 }
 
 impl SqlKiller {
@@ -47,14 +54,7 @@ impl SqlKiller {
     /// assert_eq!(killer.finish_result_set(), Ok(false));
     /// ```
     pub fn set_finish_func(&self, func: impl FnMut() + Send + 'static) {
-        let func: FinishFn = Box::new(func);
-        let replaced = {
-            let mut side = lock(&self.side);
-            let slot = &mut table(&mut side).finish;
-            slot.version += 1;
-            slot.func.replace(func)
-        };
-        drop(replaced);
+        self.shared.set_finish_func(func)
     }
 
     /// Removes the finish function (TiDB `ClearFinishFunc`). After it
@@ -63,26 +63,11 @@ impl SqlKiller {
     ///
     /// # Errors
     ///
-    /// [`FinishError::Reentrant`] if called from inside the finish function
-    /// itself: the function is cleared (it will not run again) but is still
-    /// running — the caller is in it.
+    /// [`FinishError::ReentrantClear`] if called from inside the finish
+    /// function itself: the function is cleared (it will not run again) but
+    /// is still running — the caller is in it.
     pub fn clear_finish_func(&self) -> Result<(), FinishError> {
-        let me = thread::current().id();
-        let mut side = lock(&self.side);
-        let slot = &mut table(&mut side).finish;
-        slot.version += 1;
-        let cleared = slot.func.take();
-        let result = if slot.runner == Some(me) {
-            Err(FinishError::Reentrant("clear_finish_func"))
-        } else {
-            while table(&mut side).finish.runner.is_some() {
-                side = wait(&self.progress, side);
-            }
-            Ok(())
-        };
-        drop(side);
-        drop(cleared);
-        result
+        self.shared.clear_finish_func()
     }
 
     /// Runs the finish function (TiDB `FinishResultSet`); `Ok(false)` if none
@@ -98,15 +83,49 @@ impl SqlKiller {
     ///
     /// # Errors
     ///
-    /// [`FinishError::Reentrant`] if called from inside the finish function.
+    /// [`FinishError::ReentrantFinish`] if called from inside the finish function.
     pub fn finish_result_set(&self) -> Result<bool, FinishError> {
+        self.shared.finish_result_set()
+    }
+}
+
+impl Shared {
+    pub(crate) fn set_finish_func(&self, func: impl FnMut() + Send + 'static) {
+        let func: FinishFn = Box::new(func);
+        let replaced = {
+            let mut side = lock(&self.side);
+            let slot = &mut table(&mut side).finish;
+            slot.version += 1;
+            slot.func.replace(func)
+        };
+        drop(replaced);
+    }
+
+    pub(crate) fn clear_finish_func(&self) -> Result<(), FinishError> {
+        let me = thread::current().id();
+        let mut side = lock(&self.side);
+        let slot = &mut table(&mut side).finish;
+        slot.version += 1;
+        let cleared = slot.func.take();
+        let result = if slot.runner == Some(me) {
+            Err(FinishError::ReentrantClear)
+        } else {
+            while table(&mut side).finish.runner.is_some() {
+                side = wait(&self.progress, side);
+            }
+            Ok(())
+        };
+        drop(side);
+        drop(cleared);
+        result
+    }
+
+    pub(crate) fn finish_result_set(&self) -> Result<bool, FinishError> {
         let me = thread::current().id();
         let mut side = lock(&self.side);
         loop {
             match table(&mut side).finish.runner {
-                Some(runner) if runner == me => {
-                    return Err(FinishError::Reentrant("finish_result_set"))
-                }
+                Some(runner) if runner == me => return Err(FinishError::ReentrantFinish),
                 Some(_) => side = wait(&self.progress, side),
                 None => break,
             }
@@ -137,7 +156,7 @@ impl SqlKiller {
 /// while unwinding) ends the run: it puts the function back unless it was
 /// replaced, cleared or did not return, and wakes `clear_finish_func`.
 struct FinishRun<'a> {
-    killer: &'a SqlKiller,
+    killer: &'a Shared,
     version: u64,
     func: Option<FinishFn>,
     /// The function returned normally (set by the runner after the call).

@@ -1,5 +1,6 @@
 //! The cancel hook: user code that a kill runs once, e.g. to cancel an in-flight RPC.
 
+use crate::killer::Shared;
 use crate::loom::atomic::Ordering::AcqRel;
 use crate::loom::lock;
 use crate::side::{table, CancelHook, FirstPanic, HookRun};
@@ -8,7 +9,9 @@ use crate::{SqlKiller, StatementId};
 
 /// What [`SqlKiller::set_cancel_hook`] or [`SqlKiller::set_cancel_hook_for`]
 /// did with the hook.
+#[must_use = "a hook may have been refused (`Stale`) or run already (`Ran`)"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HookStatus {
     /// Installed: it runs once if this statement is killed (deferred to the
     /// end of a kill-immune section), or is dropped un-run by `reset`.
@@ -45,15 +48,15 @@ impl SqlKiller {
     ///     c.fetch_add(1, Ordering::SeqCst); // e.g. cancel the in-flight RPC
     /// });
     /// assert_eq!(status, HookStatus::Armed);
-    /// killer.send_kill_signal(KillSignal::QueryInterrupted);
-    /// killer.send_kill_signal(KillSignal::QueryInterrupted); // AlreadyKilled: no second run
+    /// let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
+    /// let _ = killer.send_kill_signal(KillSignal::QueryInterrupted); // AlreadyKilled: no second run
     /// assert_eq!(cancelled.load(Ordering::SeqCst), 1);
     ///
     /// // Installed after the kill won: runs at once.
     /// assert_eq!(killer.set_cancel_hook(|| {}), HookStatus::Ran);
     /// ```
     pub fn set_cancel_hook(&self, hook: impl FnOnce() + Send + 'static) -> HookStatus {
-        self.install_hook(None, Box::new(hook))
+        self.shared.set_cancel_hook(hook)
     }
 
     /// Installs the cancel hook of statement `statement` only; if that
@@ -103,6 +106,20 @@ impl SqlKiller {
         statement: StatementId,
         hook: impl FnOnce() + Send + 'static,
     ) -> HookStatus {
+        self.shared.set_cancel_hook_for(statement, hook)
+    }
+}
+
+impl Shared {
+    pub(crate) fn set_cancel_hook(&self, hook: impl FnOnce() + Send + 'static) -> HookStatus {
+        self.install_hook(None, Box::new(hook))
+    }
+
+    pub(crate) fn set_cancel_hook_for(
+        &self,
+        statement: StatementId,
+        hook: impl FnOnce() + Send + 'static,
+    ) -> HookStatus {
         self.install_hook(Some(statement), Box::new(hook))
     }
 
@@ -117,7 +134,7 @@ impl SqlKiller {
         // cannot land on the next statement (it may leave `HOOK` set there,
         // which only means "look in the table").
         let prev = State(self.state.fetch_or(State::HOOK, AcqRel));
-        if target.is_some_and(|id| id != prev.generation()) {
+        if prev.has(State::CLOSED) || target.is_some_and(|id| !self.is_current(id, prev)) {
             drop(side);
             drop(hook);
             return HookStatus::Stale;

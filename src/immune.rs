@@ -1,7 +1,6 @@
 //! Kill-immune sections: past the point of no return, a kill must not be reported.
 
-use std::marker::PhantomData;
-
+use crate::killer::Shared;
 use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
 use crate::state::State;
 use crate::SqlKiller;
@@ -32,11 +31,20 @@ use crate::SqlKiller;
 /// operation, after every other deferred wake-up was delivered (`reset`
 /// still ends the statement first).
 ///
-/// Not `Send`: it must drop on the owner thread that took it.
+/// `Send`: an async session may hold it across the COMMIT's `.await`, and
+/// the owner task may resume on another thread. The section's depth is
+/// owner-local state: only the owner's operations touch it, and the
+/// executor's hand-off orders them (see [`SqlKiller`]'s docs).
+///
+/// ```
+/// fn assert_send<T: Send>(_: &T) {}
+/// let killer = sqlkiller::SqlKiller::new();
+/// let guard = killer.kill_immune();
+/// assert_send(&guard);
+/// ```
 #[must_use = "the section is kill-immune only while the guard is held"]
 pub struct KillImmuneGuard<'a> {
-    killer: &'a SqlKiller,
-    _owner_thread: PhantomData<*const ()>,
+    killer: &'a Shared,
 }
 
 impl SqlKiller {
@@ -52,13 +60,24 @@ impl SqlKiller {
     ///
     /// let killer = SqlKiller::new();
     /// let commit = killer.kill_immune();
-    /// killer.send_kill_signal(KillSignal::QueryInterrupted); // arrives mid-COMMIT
+    /// let _ = killer.send_kill_signal(KillSignal::QueryInterrupted); // arrives mid-COMMIT
     /// assert!(killer.handle_signal().is_ok()); // the COMMIT completes
     /// commit.release(); // the section ends; the kill's hook and waiters are served
     /// assert!(killer.handle_signal().is_err()); // reported after the section
     /// ```
     pub fn kill_immune(&self) -> KillImmuneGuard<'_> {
-        // Owner-only counter: a load and a store, no RMW needed.
+        self.shared.kill_immune()
+    }
+
+    /// Whether the owner is inside a kill-immune section.
+    pub fn is_kill_immune(&self) -> bool {
+        self.shared.is_kill_immune()
+    }
+}
+
+impl Shared {
+    pub(crate) fn kill_immune(&self) -> KillImmuneGuard<'_> {
+        // Owner-local counter: a load and a store, no RMW needed.
         let depth = self.immune_depth.load(Relaxed);
         if depth == 0 {
             // What an earlier section deferred is served before this one
@@ -74,14 +93,10 @@ impl SqlKiller {
                 self.wait_for_served_kill(prev);
             }
         }
-        KillImmuneGuard {
-            killer: self,
-            _owner_thread: PhantomData,
-        }
+        KillImmuneGuard { killer: self }
     }
 
-    /// Whether the owner is inside a kill-immune section.
-    pub fn is_kill_immune(&self) -> bool {
+    pub(crate) fn is_kill_immune(&self) -> bool {
         self.load().has(State::IMMUNE)
     }
 

@@ -4,56 +4,43 @@ use crossbeam_utils::CachePadded;
 
 use crate::log;
 use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
-use crate::loom::{lock, Condvar, Mutex};
+use crate::loom::{lock, Arc, Condvar, Mutex};
 use crate::side::{FirstPanic, Leftovers, SideTable};
 use crate::state::State;
-use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId};
+use crate::{KillError, KillHandle, KillOutcome, KillPhase, KillSignal, StatementId};
 
-/// The body of `SqlKiller::new`, `const` natively, not under loom.
-macro_rules! new_killer {
-    () => {
-        SqlKiller {
-            state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
-            conn_id: AtomicU64::new(0),
-            in_write_result_set: AtomicBool::new(false),
-            side: Mutex::new(None),
-            progress: Condvar::new(),
-            probe_countdown: AtomicU32::new(0),
-            immune_depth: AtomicU32::new(0),
-            owner_hint: AtomicU64::new(State::INITIAL.0),
-        }
-    };
-}
-
-/// The query killer of one SQL session.
+/// The query killer of one SQL session: the owner's side.
 ///
-/// The session thread (the *owner*) calls [`handle_signal`] at checkpoints
-/// and [`reset`] at every statement boundary; any other thread (a `KILL
-/// QUERY` handler, a watchdog, a memory arbitrator) calls
-/// [`send_kill_signal`] or [`kill_statement`]. Share it by reference or
-/// `Arc`; it needs no extra locking.
+/// The session (the *owner*: a thread, or an async task that may move
+/// between threads) owns the `SqlKiller`. It calls [`handle_signal`] at
+/// checkpoints and [`reset`] at every statement boundary, and enters
+/// [kill-immune sections](SqlKiller::kill_immune); only the owner can,
+/// because only `SqlKiller` has those methods. Everyone else — a `KILL
+/// QUERY` handler, a watchdog, a memory arbitrator, an RPC thread, a
+/// parallel worker of the statement — gets a [`KillHandle`] from
+/// [`handle`](SqlKiller::handle): cheap to clone, `Send + Sync + 'static`.
 ///
 /// The hot path, [`handle_signal`] when nothing happened, is one atomic load
 /// and a mask test.
 ///
-/// Owner only: [`reset`], [`kill_immune`](SqlKiller::kill_immune). Every
-/// other operation may be called from any thread.
+/// Dropping the `SqlKiller` closes the session: its current statement ends
+/// as with `reset` (waiters complete with [`WaitOutcome::Reset`], the hook
+/// is dropped un-run), and from then on every kill through a handle is
+/// [`KillOutcome::Stale`] and every new kill event completes at once.
 ///
 /// [`handle_signal`]: SqlKiller::handle_signal
 /// [`reset`]: SqlKiller::reset
-/// [`send_kill_signal`]: SqlKiller::send_kill_signal
-/// [`kill_statement`]: SqlKiller::kill_statement
+/// [`WaitOutcome::Reset`]: crate::WaitOutcome::Reset
 ///
 /// ```
-/// use std::sync::Arc;
 /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
 ///
-/// let killer = Arc::new(SqlKiller::new());
+/// let killer = SqlKiller::new();
 /// killer.set_conn_id(7);
 ///
 /// // A KILL QUERY from another connection's thread.
-/// let handler = Arc::clone(&killer);
-/// std::thread::spawn(move || handler.send_kill_signal(KillSignal::QueryInterrupted))
+/// let handle = killer.handle();
+/// std::thread::spawn(move || handle.send_kill_signal(KillSignal::QueryInterrupted))
 ///     .join()
 ///     .unwrap();
 ///
@@ -64,46 +51,344 @@ macro_rules! new_killer {
 /// assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
 /// assert!(killer.handle_signal().is_ok());
 /// ```
+///
+/// The owner's operations are not on the handle:
+///
+/// ```compile_fail
+/// let killer = sqlkiller::SqlKiller::new();
+/// let handle = killer.handle();
+/// handle.reset(); // a KILL handler cannot end the session's statement
+/// ```
+///
+/// ```compile_fail
+/// let killer = sqlkiller::SqlKiller::new();
+/// let handle = killer.handle();
+/// let _guard = handle.kill_immune(); // nor enter a kill-immune section
+/// ```
 pub struct SqlKiller {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Everything the owner and the handles share, in one allocation.
+pub(crate) struct Shared {
     /// The state word of `state.rs`, alone on its cache line: killers of
     /// other sessions never write near it, and the owner's checks never
     /// share a line with anyone else's writes.
     pub(crate) state: CachePadded<AtomicU64>,
+    /// This killer's identity, carried by every [`StatementId`] it hands
+    /// out, so an id from another session is never taken for one of ours.
+    pub(crate) id: u64,
     /// The connection id (TiDB `ConnID`): an atomic, never a plain field (TiDB #55467).
     conn_id: AtomicU64,
     in_write_result_set: AtomicBool,
     /// Generation-local data that is too big for the word (reason text,
     /// waiters, hooks) and session data (finish function, probe).
-    /// Allocated on first use, so `new` allocates nothing.
+    /// Allocated on first use.
     pub(crate) side: Mutex<Option<Box<SideTable>>>,
     /// Signalled, under `side`'s lock, when something the owner or
     /// `clear_finish_func` may block on is over: a kill published (`PARKED`
     /// was set), the last running hook returned, a finish function returned.
     pub(crate) progress: Condvar,
-    /// Owner-only: checkpoints left before the probe reads the clock (`probe.rs`).
+    /// Owner-local: checkpoints left before the probe reads the clock
+    /// (`probe.rs`). See "Owner-local state" in `killer.rs`.
     pub(crate) probe_countdown: AtomicU32,
-    /// Owner-only: nesting depth of kill-immune guards (`immune.rs`).
+    /// Owner-local: nesting depth of kill-immune guards (`immune.rs`).
     pub(crate) immune_depth: AtomicU32,
     /// The state word as the owner's last `reset` left it: where `reset` and
     /// kills start their CAS, so an untouched statement costs one CAS each.
     owner_hint: AtomicU64,
 }
 
+// Owner-local state. `probe_countdown`, `immune_depth` and the meaning of
+// `owner_hint` belong to the owner: only `SqlKiller`'s methods write them.
+// They are atomics (Relaxed) only so that `SqlKiller` can be `Sync` and a
+// `KillImmuneGuard` `Send`. When the owner is an async task that moves to
+// another thread between two operations, the executor's hand-off (a queue
+// with Release/Acquire, as every executor has) orders the two operations,
+// so Relaxed still reads the last value the owner wrote. Owner operations
+// called concurrently through a shared `&SqlKiller` are a misuse: they stay
+// memory-safe and the state word stays consistent, but the depth of
+// kill-immune sections and the probe schedule may then be off.
+
+/// A process-wide counter of killers, for [`Shared::id`]. A plain std
+/// atomic, outside the loom facade on purpose: it only hands out distinct
+/// numbers and orders nothing.
+static NEXT_KILLER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl SqlKiller {
     /// A killer at its first statement, not killed, connection id 0.
     ///
-    /// Allocates nothing; usable in a `static`.
-    #[cfg(not(loom))]
-    pub const fn new() -> SqlKiller {
-        new_killer!()
+    /// Allocates once: the block that the owner and its handles share
+    /// (about 300 bytes). Per-statement operations allocate nothing.
+    pub fn new() -> SqlKiller {
+        SqlKiller {
+            shared: Arc::new(Shared::new()),
+        }
     }
 
-    /// A killer at its first statement, not killed, connection id 0.
+    /// A handle for the killers' side: `KILL QUERY`, watchdogs, RPC threads,
+    /// workers of the statement. Cheap to clone, `Send + Sync + 'static`.
     ///
-    /// (loom's primitives are not `const`; this twin exists only under `cfg(loom)`.)
-    #[cfg(loom)]
-    pub fn new() -> SqlKiller {
-        new_killer!()
+    /// ```
+    /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// let stmt = killer.statement();
+    /// let watchdog = killer.handle();
+    /// std::thread::spawn(move || {
+    ///     assert_eq!(watchdog.kill_statement(stmt, KillSignal::MaxExecTimeExceeded), KillOutcome::Sent);
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// assert_eq!(killer.handle_signal().unwrap_err().code(), 3024);
+    /// ```
+    pub fn handle(&self) -> KillHandle {
+        KillHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Stops the current statement with `signal`, if no kill beat us to it
+    /// (TiDB `SendKillSignal`).
+    ///
+    /// Exactly one caller per statement gets [`KillOutcome::Sent`]; every
+    /// other gets [`KillOutcome::AlreadyKilled`] with the winner's signal.
+    /// Never blocks on the owner. If the owner may have moved on to another
+    /// statement since you decided to kill, use [`kill_statement`] instead.
+    ///
+    /// [`kill_statement`]: SqlKiller::kill_statement
+    ///
+    /// ```
+    /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.send_kill_signal(KillSignal::MaxExecTimeExceeded), KillOutcome::Sent);
+    /// assert_eq!(
+    ///     killer.send_kill_signal(KillSignal::QueryInterrupted),
+    ///     KillOutcome::AlreadyKilled(KillSignal::MaxExecTimeExceeded)
+    /// );
+    /// ```
+    pub fn send_kill_signal(&self, signal: KillSignal) -> KillOutcome {
+        self.shared.send_kill_signal(signal)
+    }
+
+    /// As [`send_kill_signal`], publishing `reason` with the signal (TiDB
+    /// `SendKillSignalWithKillEventReason`).
+    ///
+    /// Whoever sees the signal sees this reason — never an older or an empty
+    /// one. A losing call publishes nothing. The reason appears in the
+    /// messages of [`KillError::RunawayQueryExceeded`] and
+    /// [`KillError::KilledByMemArbitrator`].
+    ///
+    /// [`send_kill_signal`]: SqlKiller::send_kill_signal
+    ///
+    /// ```
+    /// use sqlkiller::{KillError, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// killer.set_conn_id(3);
+    /// let _ = killer.send_kill_signal_with_reason(KillSignal::KilledByMemArbitrator, "pool exhausted");
+    /// assert_eq!(
+    ///     killer.handle_signal(),
+    ///     Err(KillError::KilledByMemArbitrator { reason: "pool exhausted".into(), conn_id: 3 })
+    /// );
+    /// ```
+    pub fn send_kill_signal_with_reason(&self, signal: KillSignal, reason: &str) -> KillOutcome {
+        self.shared.send_kill_signal_with_reason(signal, reason)
+    }
+
+    /// Kills statement `id` only: if the session has moved on, returns
+    /// [`KillOutcome::Stale`] and changes nothing.
+    ///
+    /// Read `id` with [`statement`] when the statement starts (or when you
+    /// decide to kill it); a late `KILL QUERY` then cannot hit the next
+    /// statement.
+    ///
+    /// [`statement`]: SqlKiller::statement
+    ///
+    /// ```
+    /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// let target = killer.statement();
+    /// killer.reset(); // the statement ended before the KILL arrived
+    /// assert_eq!(killer.kill_statement(target, KillSignal::QueryInterrupted), KillOutcome::Stale);
+    /// assert_eq!(killer.kill_signal(), None);
+    /// ```
+    pub fn kill_statement(&self, id: StatementId, signal: KillSignal) -> KillOutcome {
+        self.shared.kill_statement(id, signal)
+    }
+
+    /// As [`kill_statement`], publishing `reason` with the signal — what a
+    /// runaway-query watcher wants: it names the statement it measured.
+    ///
+    /// [`kill_statement`]: SqlKiller::kill_statement
+    ///
+    /// ```
+    /// use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// let stmt = killer.statement();
+    /// let outcome = killer.kill_statement_with_reason(
+    ///     stmt,
+    ///     KillSignal::RunawayQueryExceeded,
+    ///     "ExecElapsed > 60s",
+    /// );
+    /// assert_eq!(outcome, KillOutcome::Sent);
+    /// assert_eq!(
+    ///     killer.handle_signal().unwrap_err().to_string(),
+    ///     "Query execution was interrupted, identified as runaway query [ExecElapsed > 60s]"
+    /// );
+    /// ```
+    pub fn kill_statement_with_reason(
+        &self,
+        id: StatementId,
+        signal: KillSignal,
+        reason: &str,
+    ) -> KillOutcome {
+        self.shared.kill_statement_with_reason(id, signal, reason)
+    }
+
+    /// The current statement (generation).
+    ///
+    /// ```
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// let id = killer.statement();
+    /// assert_eq!(killer.statement(), id);
+    /// ```
+    pub fn statement(&self) -> StatementId {
+        self.shared.statement()
+    }
+
+    /// The signal of the current statement, if it was killed (TiDB `GetKillSignal`).
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.kill_signal(), None);
+    /// let _ = killer.send_kill_signal(KillSignal::ServerMemoryExceeded);
+    /// assert_eq!(killer.kill_signal(), Some(KillSignal::ServerMemoryExceeded));
+    /// ```
+    pub fn kill_signal(&self) -> Option<KillSignal> {
+        self.shared.kill_signal()
+    }
+
+    /// The current statement and where it is in its life, read at one instant.
+    ///
+    /// ```
+    /// use sqlkiller::{KillPhase, KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.phase().1, KillPhase::Idle);
+    /// let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
+    /// // `send_kill_signal` returns only after publishing, so: Killed.
+    /// assert_eq!(killer.phase().1, KillPhase::Killed(KillSignal::QueryInterrupted));
+    /// ```
+    pub fn phase(&self) -> (StatementId, KillPhase) {
+        self.shared.phase()
+    }
+
+    /// The checkpoint: `Ok` unless the current statement was killed (TiDB `HandleSignal`).
+    ///
+    /// Not killed and no liveness probe: one atomic load and a mask test.
+    /// Killed: the [`KillError`] of the signal, with the connection id as of now and the
+    /// kill's reason text.
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert!(killer.handle_signal().is_ok());
+    /// let _ = killer.send_kill_signal(KillSignal::MaxExecTimeExceeded);
+    /// assert_eq!(killer.handle_signal().unwrap_err().code(), 3024);
+    /// ```
+    #[inline(always)]
+    pub fn handle_signal(&self) -> Result<(), KillError> {
+        self.shared.handle_signal()
+    }
+
+    /// Ends the statement (TiDB `Reset`): advances the generation and returns
+    /// the signal it cleared, so the caller can log "kill finished".
+    ///
+    /// Owner only. If a kill is still publishing its side effects, waits for
+    /// it (bounded backoff) so that after `reset` returns no side effect of
+    /// the old statement is running or will start. Releases the old
+    /// statement's waiters, drops its cancel hook, clears its reason text and
+    /// the liveness timer. A kill racing `reset` lands on exactly one of the
+    /// two statements.
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert_eq!(killer.reset(), None);
+    /// let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
+    /// assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
+    /// assert_eq!(killer.kill_signal(), None);
+    /// ```
+    pub fn reset(&self) -> Option<KillSignal> {
+        self.shared.reset()
+    }
+
+    /// Sets the connection id (TiDB `ConnID`), for error messages and logs.
+    ///
+    /// Any thread may read it at any time: it is an atomic, which is exactly
+    /// what TiDB #55467 lacked.
+    ///
+    /// ```
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// killer.set_conn_id(1234);
+    /// assert_eq!(killer.conn_id(), 1234);
+    /// ```
+    pub fn set_conn_id(&self, conn_id: u64) {
+        self.shared.set_conn_id(conn_id)
+    }
+
+    /// The connection id last set by [`set_conn_id`](SqlKiller::set_conn_id).
+    pub fn conn_id(&self) -> u64 {
+        self.shared.conn_id()
+    }
+
+    /// Marks whether the owner is writing the result set to the client (TiDB
+    /// `InWriteResultSet`): a killer that finds the query stuck there can
+    /// call `finish_result_set` to release it.
+    ///
+    /// ```
+    /// use sqlkiller::SqlKiller;
+    ///
+    /// let killer = SqlKiller::new();
+    /// killer.set_in_write_result_set(true);
+    /// assert!(killer.in_write_result_set());
+    /// ```
+    pub fn set_in_write_result_set(&self, writing: bool) {
+        self.shared.set_in_write_result_set(writing)
+    }
+
+    /// Whether the owner is writing the result set (see
+    /// [`set_in_write_result_set`](SqlKiller::set_in_write_result_set)).
+    pub fn in_write_result_set(&self) -> bool {
+        self.shared.in_write_result_set()
+    }
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
+            id: NEXT_KILLER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            conn_id: AtomicU64::new(0),
+            in_write_result_set: AtomicBool::new(false),
+            side: Mutex::new(None),
+            progress: Condvar::new(),
+            probe_countdown: AtomicU32::new(0),
+            immune_depth: AtomicU32::new(0),
+            owner_hint: AtomicU64::new(State::INITIAL.0),
+        }
     }
 
     // Orderings on the state word, once for the whole file:
@@ -138,99 +423,23 @@ impl SqlKiller {
         State(self.state.fetch_or(0, Acquire))
     }
 
-    /// Stops the current statement with `signal`, if no kill beat us to it
-    /// (TiDB `SendKillSignal`).
-    ///
-    /// Exactly one caller per statement gets [`KillOutcome::Sent`]; every
-    /// other gets [`KillOutcome::AlreadyKilled`] with the winner's signal.
-    /// Never blocks on the owner. If the owner may have moved on to another
-    /// statement since you decided to kill, use [`kill_statement`] instead.
-    ///
-    /// [`kill_statement`]: SqlKiller::kill_statement
-    ///
-    /// ```
-    /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// assert_eq!(killer.send_kill_signal(KillSignal::MaxExecTimeExceeded), KillOutcome::Sent);
-    /// assert_eq!(
-    ///     killer.send_kill_signal(KillSignal::QueryInterrupted),
-    ///     KillOutcome::AlreadyKilled(KillSignal::MaxExecTimeExceeded)
-    /// );
-    /// ```
-    pub fn send_kill_signal(&self, signal: KillSignal) -> KillOutcome {
+    pub(crate) fn send_kill_signal(&self, signal: KillSignal) -> KillOutcome {
         self.kill(None, signal, "")
     }
 
-    /// As [`send_kill_signal`], publishing `reason` with the signal (TiDB
-    /// `SendKillSignalWithKillEventReason`).
-    ///
-    /// Whoever sees the signal sees this reason — never an older or an empty
-    /// one. A losing call publishes nothing. The reason appears in the
-    /// messages of [`KillError::RunawayQueryExceeded`] and
-    /// [`KillError::KilledByMemArbitrator`].
-    ///
-    /// [`send_kill_signal`]: SqlKiller::send_kill_signal
-    ///
-    /// ```
-    /// use sqlkiller::{KillError, KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// killer.set_conn_id(3);
-    /// killer.send_kill_signal_with_reason(KillSignal::KilledByMemArbitrator, "pool exhausted");
-    /// assert_eq!(
-    ///     killer.handle_signal(),
-    ///     Err(KillError::KilledByMemArbitrator { reason: "pool exhausted".into(), conn_id: 3 })
-    /// );
-    /// ```
-    pub fn send_kill_signal_with_reason(&self, signal: KillSignal, reason: &str) -> KillOutcome {
+    pub(crate) fn send_kill_signal_with_reason(
+        &self,
+        signal: KillSignal,
+        reason: &str,
+    ) -> KillOutcome {
         self.kill(None, signal, reason)
     }
 
-    /// Kills statement `id` only: if the session has moved on, returns
-    /// [`KillOutcome::Stale`] and changes nothing.
-    ///
-    /// Read `id` with [`statement`] when the statement starts (or when you
-    /// decide to kill it); a late `KILL QUERY` then cannot hit the next
-    /// statement.
-    ///
-    /// [`statement`]: SqlKiller::statement
-    ///
-    /// ```
-    /// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// let target = killer.statement();
-    /// killer.reset(); // the statement ended before the KILL arrived
-    /// assert_eq!(killer.kill_statement(target, KillSignal::QueryInterrupted), KillOutcome::Stale);
-    /// assert_eq!(killer.kill_signal(), None);
-    /// ```
-    pub fn kill_statement(&self, id: StatementId, signal: KillSignal) -> KillOutcome {
+    pub(crate) fn kill_statement(&self, id: StatementId, signal: KillSignal) -> KillOutcome {
         self.kill(Some(id), signal, "")
     }
 
-    /// As [`kill_statement`], publishing `reason` with the signal — what a
-    /// runaway-query watcher wants: it names the statement it measured.
-    ///
-    /// [`kill_statement`]: SqlKiller::kill_statement
-    ///
-    /// ```
-    /// use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// let stmt = killer.statement();
-    /// let outcome = killer.kill_statement_with_reason(
-    ///     stmt,
-    ///     KillSignal::RunawayQueryExceeded,
-    ///     "ExecElapsed > 60s",
-    /// );
-    /// assert_eq!(outcome, KillOutcome::Sent);
-    /// assert_eq!(
-    ///     killer.handle_signal().unwrap_err().to_string(),
-    ///     "Query execution was interrupted, identified as runaway query [ExecElapsed > 60s]"
-    /// );
-    /// ```
-    pub fn kill_statement_with_reason(
+    pub(crate) fn kill_statement_with_reason(
         &self,
         id: StatementId,
         signal: KillSignal,
@@ -252,7 +461,10 @@ impl SqlKiller {
         let mut current = self.owner_hint();
         let mut guessing = true;
         let won = loop {
-            if target.is_some_and(|id| id != current.generation()) {
+            if current.has(State::CLOSED) || target.is_some_and(|id| id.killer != self.id) {
+                return KillOutcome::Stale; // never a hint: those are not closed
+            }
+            if target.is_some_and(|id| !self.is_current(id, current)) {
                 if guessing {
                     guessing = false;
                     current = self.load_for_update();
@@ -294,65 +506,34 @@ impl SqlKiller {
         KillOutcome::Sent
     }
 
-    /// The current statement (generation).
-    ///
-    /// ```
-    /// use sqlkiller::SqlKiller;
-    ///
-    /// let killer = SqlKiller::new();
-    /// let id = killer.statement();
-    /// assert_eq!(killer.statement(), id);
-    /// ```
-    pub fn statement(&self) -> StatementId {
-        self.load().generation()
+    pub(crate) fn statement(&self) -> StatementId {
+        self.statement_id(self.load())
     }
 
-    /// The signal of the current statement, if it was killed (TiDB `GetKillSignal`).
-    ///
-    /// ```
-    /// use sqlkiller::{KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// assert_eq!(killer.kill_signal(), None);
-    /// killer.send_kill_signal(KillSignal::ServerMemoryExceeded);
-    /// assert_eq!(killer.kill_signal(), Some(KillSignal::ServerMemoryExceeded));
-    /// ```
-    pub fn kill_signal(&self) -> Option<KillSignal> {
+    /// The id of the statement current in `state`.
+    pub(crate) fn statement_id(&self, state: State) -> StatementId {
+        StatementId {
+            killer: self.id,
+            generation: state.generation(),
+        }
+    }
+
+    /// Whether `id` names the statement current in `state` (of this killer).
+    pub(crate) fn is_current(&self, id: StatementId, state: State) -> bool {
+        id.killer == self.id && id.generation == state.generation()
+    }
+
+    pub(crate) fn kill_signal(&self) -> Option<KillSignal> {
         self.load().signal()
     }
 
-    /// The current statement and where it is in its life, read at one instant.
-    ///
-    /// ```
-    /// use sqlkiller::{KillPhase, KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// assert_eq!(killer.phase().1, KillPhase::Idle);
-    /// killer.send_kill_signal(KillSignal::QueryInterrupted);
-    /// // `send_kill_signal` returns only after publishing, so: Killed.
-    /// assert_eq!(killer.phase().1, KillPhase::Killed(KillSignal::QueryInterrupted));
-    /// ```
-    pub fn phase(&self) -> (StatementId, KillPhase) {
+    pub(crate) fn phase(&self) -> (StatementId, KillPhase) {
         let state = self.load();
-        (state.generation(), state.phase())
+        (self.statement_id(state), state.phase())
     }
 
-    /// The checkpoint: `Ok` unless the current statement was killed (TiDB `HandleSignal`).
-    ///
-    /// Not killed and no liveness probe: one atomic load and a mask test.
-    /// Killed: the [`KillError`] of the signal, with the connection id as of now and the
-    /// kill's reason text.
-    ///
-    /// ```
-    /// use sqlkiller::{KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// assert!(killer.handle_signal().is_ok());
-    /// killer.send_kill_signal(KillSignal::MaxExecTimeExceeded);
-    /// assert_eq!(killer.handle_signal().unwrap_err().code(), 3024);
-    /// ```
     #[inline(always)]
-    pub fn handle_signal(&self) -> Result<(), KillError> {
+    pub(crate) fn handle_signal(&self) -> Result<(), KillError> {
         let state = self.load();
         if state.is_quiet() {
             return Ok(());
@@ -409,41 +590,31 @@ impl SqlKiller {
         }
     }
 
-    /// Ends the statement (TiDB `Reset`): advances the generation and returns
-    /// the signal it cleared, so the caller can log "kill finished".
-    ///
-    /// Owner only. If a kill is still publishing its side effects, waits for
-    /// it (bounded backoff) so that after `reset` returns no side effect of
-    /// the old statement is running or will start. Releases the old
-    /// statement's waiters, drops its cancel hook, clears its reason text and
-    /// the liveness timer. A kill racing `reset` lands on exactly one of the
-    /// two statements.
-    ///
-    /// ```
-    /// use sqlkiller::{KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// assert_eq!(killer.reset(), None);
-    /// killer.send_kill_signal(KillSignal::QueryInterrupted);
-    /// assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
-    /// assert_eq!(killer.kill_signal(), None);
-    /// ```
-    pub fn reset(&self) -> Option<KillSignal> {
+    pub(crate) fn reset(&self) -> Option<KillSignal> {
+        let (cleared, panics) = self.end_statement(false);
+        panics.resume();
+        cleared
+    }
+
+    /// Ends the current statement: `reset`, or with `close` the owner's
+    /// drop, which also sets `CLOSED` and drops what a kill-immune section
+    /// still owed instead of serving it. Returns the cleared signal and the
+    /// first panic of user code run on the way, for the caller to resume
+    /// (`reset`) or contain (drop).
+    fn end_statement(&self, close: bool) -> (Option<KillSignal>, FirstPanic) {
+        let closed = if close { State::CLOSED } else { 0 };
         // The common case first: nothing touched the statement since the
         // last reset (no kill, waiter, hook or reason), so the word still
         // equals the owner's hint and one CAS ends it. A failed CAS returns
         // the word as it is, which the loop below starts from.
         let hint = self.owner_hint();
-        let mut current =
-            match self
-                .state
-                .compare_exchange(hint.0, hint.next_generation().0, AcqRel, Acquire)
-            {
-                Ok(_) => return self.finish_reset(hint, None, FirstPanic::default()),
-                Err(actual) => State(actual),
-            };
+        let next = hint.next_generation().with(closed);
+        let mut current = match self.state.compare_exchange(hint.0, next.0, AcqRel, Acquire) {
+            Ok(_) => return self.finish_reset(hint, None, FirstPanic::default()),
+            Err(actual) => State(actual),
+        };
         // A panic of user code run from here (an owed hook, a waker) is
-        // kept until the statement has ended, then reaches our caller.
+        // kept until the statement has ended.
         let mut panics = FirstPanic::default();
         loop {
             if current.is_killing() {
@@ -451,7 +622,7 @@ impl SqlKiller {
                 current = self.wait_while_killing(current);
                 continue;
             }
-            if current.has(State::OWED) {
+            if current.has(State::OWED) && !close {
                 // A kill inside a kill-immune section left its waiters and
                 // hook to the owner's next operation: this one.
                 panics.run(|| self.deliver_owed());
@@ -473,13 +644,11 @@ impl SqlKiller {
             // One CAS from the exact state we read: a kill that lands between
             // the read and the CAS makes it fail, so the kill is either
             // returned here or survives into the next generation (#70545).
-            let cas = self.state.compare_exchange(
-                current.0,
-                current.next_generation().0,
-                AcqRel,
-                Acquire,
-            );
-            if let Err(actual) = cas {
+            let next = current.next_generation().with(closed);
+            if let Err(actual) = self
+                .state
+                .compare_exchange(current.0, next.0, AcqRel, Acquire)
+            {
                 current = State(actual);
                 continue;
             }
@@ -491,14 +660,13 @@ impl SqlKiller {
 
     /// After the CAS that ended generation `ended`: remembers the new word
     /// as the owner's hint, restarts the probe timer, logs, then releases
-    /// what the generation left (user code: wakers, the hook's drop) and
-    /// resumes the first panic of anything run on the way.
+    /// what the generation left (user code: wakers, the hook's drop).
     fn finish_reset(
         &self,
         ended: State,
         leftovers: Option<Leftovers>,
         mut panics: FirstPanic,
-    ) -> Option<KillSignal> {
+    ) -> (Option<KillSignal>, FirstPanic) {
         // Relaxed: a hint; every use is checked by a CAS.
         self.owner_hint.store(ended.next_generation().0, Relaxed);
         self.reset_probe_timer(ended);
@@ -509,8 +677,30 @@ impl SqlKiller {
         if let Some(leftovers) = leftovers {
             leftovers.release(&mut panics);
         }
-        panics.resume();
-        cleared
+        (cleared, panics)
+    }
+
+    /// A worker's checkpoint: the signal of the current statement, unless
+    /// inside a kill-immune section; no probe, no deferred delivery.
+    #[inline]
+    pub(crate) fn check_signal(&self) -> Result<(), KillError> {
+        let state = self.load();
+        if state.signal().is_none() || state.has(State::IMMUNE) {
+            return Ok(());
+        }
+        self.error_for(state).map_or(Ok(()), Err)
+    }
+
+    /// `Debug` for the owner and the handles: the state, not the internals.
+    pub(crate) fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.load();
+        f.debug_struct(name)
+            .field("statement", &self.statement_id(state))
+            .field("phase", &state.phase())
+            .field("conn_id", &self.conn_id())
+            .field("kill_immune", &state.has(State::IMMUNE))
+            .field("closed", &state.has(State::CLOSED))
+            .finish()
     }
 
     /// The owner's guess of the state word: what its last `reset` installed.
@@ -518,55 +708,29 @@ impl SqlKiller {
         State(self.owner_hint.load(Relaxed))
     }
 
-    /// Sets the connection id (TiDB `ConnID`), for error messages and logs.
-    ///
-    /// Any thread may read it at any time: it is an atomic, which is exactly
-    /// what TiDB #55467 lacked.
-    ///
-    /// ```
-    /// use sqlkiller::SqlKiller;
-    ///
-    /// let killer = SqlKiller::new();
-    /// killer.set_conn_id(1234);
-    /// assert_eq!(killer.conn_id(), 1234);
-    /// ```
-    pub fn set_conn_id(&self, conn_id: u64) {
+    pub(crate) fn set_conn_id(&self, conn_id: u64) {
         // Relaxed: a lone value, nothing else is published with it.
         self.conn_id.store(conn_id, Relaxed);
     }
 
-    /// The connection id last set by [`set_conn_id`](SqlKiller::set_conn_id).
-    pub fn conn_id(&self) -> u64 {
+    pub(crate) fn conn_id(&self) -> u64 {
         self.conn_id.load(Relaxed)
     }
 
-    /// Marks whether the owner is writing the result set to the client (TiDB
-    /// `InWriteResultSet`): a killer that finds the query stuck there can
-    /// call `finish_result_set` to release it.
-    ///
-    /// ```
-    /// use sqlkiller::SqlKiller;
-    ///
-    /// let killer = SqlKiller::new();
-    /// killer.set_in_write_result_set(true);
-    /// assert!(killer.in_write_result_set());
-    /// ```
-    pub fn set_in_write_result_set(&self, writing: bool) {
+    pub(crate) fn set_in_write_result_set(&self, writing: bool) {
         // Release/Acquire: a killer that reads `true` also sees what the owner
         // set up before it started writing.
         self.in_write_result_set.store(writing, Release);
     }
 
-    /// Whether the owner is writing the result set (see
-    /// [`set_in_write_result_set`](SqlKiller::set_in_write_result_set)).
-    pub fn in_write_result_set(&self) -> bool {
+    pub(crate) fn in_write_result_set(&self) -> bool {
         self.in_write_result_set.load(Acquire)
     }
 }
 
 /// Moves `Killing` to `Killed` when dropped, also while unwinding (I6),
 /// and wakes an owner that blocked waiting for it.
-struct PublishOnDrop<'a>(&'a SqlKiller);
+struct PublishOnDrop<'a>(&'a Shared);
 
 impl Drop for PublishOnDrop<'_> {
     fn drop(&mut self) {
@@ -586,13 +750,20 @@ impl Default for SqlKiller {
     }
 }
 
+impl Drop for SqlKiller {
+    /// Closes the session: ends the current statement as `reset` does
+    /// (waiters complete with `Reset`, the hook is dropped un-run, and what a
+    /// kill-immune section still owed is dropped with it), and marks the
+    /// killer closed for its handles. A panic of a waker or of a hook's drop
+    /// here is contained: a destructor must not panic while unwinding.
+    fn drop(&mut self) {
+        let (_cleared, panics) = self.shared.end_statement(true);
+        panics.discard();
+    }
+}
+
 impl std::fmt::Debug for SqlKiller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (statement, phase) = self.phase();
-        f.debug_struct("SqlKiller")
-            .field("statement", &statement)
-            .field("phase", &phase)
-            .field("conn_id", &self.conn_id())
-            .finish_non_exhaustive()
+        self.shared.debug("SqlKiller", f)
     }
 }

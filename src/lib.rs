@@ -77,6 +77,7 @@
 mod error;
 mod event;
 mod finish;
+mod handle;
 mod hook;
 mod immune;
 mod killer;
@@ -89,8 +90,9 @@ mod state;
 mod wait;
 
 pub use error::KillError;
-pub use event::{KillEvent, WaitOutcome};
+pub use event::{KillEvent, OwnedKillEvent, WaitOutcome};
 pub use finish::FinishError;
+pub use handle::KillHandle;
 pub use hook::HookStatus;
 pub use immune::KillImmuneGuard;
 pub use killer::SqlKiller;
@@ -111,5 +113,20 @@ mod tests {
     #[test]
     fn killer_is_send_sync() {
         assert_send_sync::<SqlKiller>();
+        assert_send_sync::<KillHandle>();
+        assert_send_sync::<KillImmuneGuard<'static>>();
+        fn assert_send_static<T: Send + 'static>() {}
+        assert_send_static::<OwnedKillEvent>();
+        assert_send_static::<KillHandle>();
+    }
+
+    /// The block the owner shares with its handles, allocated once per
+    /// session: at most 256 bytes on x86_64 (the state word alone takes a
+    /// 128-byte padded line).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_shared_block_fits_the_size_budget() {
+        let size = std::mem::size_of::<killer::Shared>();
+        assert!(size <= 256, "{size}");
     }
 }

@@ -9,6 +9,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::killer::Shared;
 use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
 use crate::loom::{lock, thread_local, MutexGuard};
 use crate::side::{table, SideTable};
@@ -33,6 +34,7 @@ const COUNTDOWN_DUE: u32 = 1;
 /// own probe (see [`SqlKiller::clear_connection_alive_probe_if`]).
 ///
 /// Unique per killer: every install gets a new id.
+#[must_use = "keep the id to clear exactly this probe later"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProbeId(u64);
 
@@ -99,20 +101,7 @@ impl SqlKiller {
         &self,
         probe: impl Fn() -> bool + Send + Sync + 'static,
     ) -> ProbeId {
-        let probe: Probe = Arc::new(probe);
-        let (replaced, id) = {
-            let mut side = lock(&self.side);
-            let slot = &mut table(&mut side).probe;
-            slot.last_probe = None;
-            slot.id += 1;
-            let replaced = slot.probe.replace(probe);
-            // Under the lock, so the flag and the slot never disagree for long.
-            self.state.fetch_or(State::PROBE, AcqRel);
-            (replaced, ProbeId(slot.id))
-        };
-        self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
-        drop(replaced);
-        id
+        self.shared.set_connection_alive_probe(probe)
     }
 
     /// Removes the liveness probe, whichever it is; `handle_signal` is back
@@ -120,11 +109,7 @@ impl SqlKiller {
     /// newer probe should use
     /// [`clear_connection_alive_probe_if`](SqlKiller::clear_connection_alive_probe_if).
     pub fn clear_connection_alive_probe(&self) {
-        let removed = {
-            let mut side = lock(&self.side);
-            self.remove_probe(&mut side)
-        };
-        drop(removed);
+        self.shared.clear_connection_alive_probe()
     }
 
     /// Removes the liveness probe only if it is still probe `id`, and says
@@ -142,6 +127,64 @@ impl SqlKiller {
     /// assert!(!killer.clear_connection_alive_probe_if(new)); // already gone
     /// ```
     pub fn clear_connection_alive_probe_if(&self, id: ProbeId) -> bool {
+        self.shared.clear_connection_alive_probe_if(id)
+    }
+
+    /// Sets how often `handle_signal` may run the probe (default 1 s).
+    /// `Duration::ZERO` probes at every checkpoint and never reads the clock.
+    pub fn set_probe_interval(&self, interval: Duration) {
+        self.shared.set_probe_interval(interval)
+    }
+
+    /// Runs the probe now, whatever the interval (TiDB
+    /// `CheckConnectionAlive`); if it says the connection is dead, kills the
+    /// statement that was current when it started with `QueryInterrupted`.
+    /// Returns what the probe said (`true` without a probe).
+    ///
+    /// ```
+    /// use sqlkiller::{KillSignal, SqlKiller};
+    ///
+    /// let killer = SqlKiller::new();
+    /// assert!(killer.check_connection_alive());
+    /// killer.set_connection_alive_probe(|| false);
+    /// assert!(!killer.check_connection_alive());
+    /// assert_eq!(killer.kill_signal(), Some(KillSignal::QueryInterrupted));
+    /// ```
+    pub fn check_connection_alive(&self) -> bool {
+        self.shared.check_connection_alive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn set_connection_alive_probe(
+        &self,
+        probe: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> ProbeId {
+        let probe: Probe = Arc::new(probe);
+        let (replaced, id) = {
+            let mut side = lock(&self.side);
+            let slot = &mut table(&mut side).probe;
+            slot.last_probe = None;
+            slot.id += 1;
+            let replaced = slot.probe.replace(probe);
+            // Under the lock, so the flag and the slot never disagree for long.
+            self.state.fetch_or(State::PROBE, AcqRel);
+            (replaced, ProbeId(slot.id))
+        };
+        self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
+        drop(replaced);
+        id
+    }
+
+    pub(crate) fn clear_connection_alive_probe(&self) {
+        let removed = {
+            let mut side = lock(&self.side);
+            self.remove_probe(&mut side)
+        };
+        drop(removed);
+    }
+
+    pub(crate) fn clear_connection_alive_probe_if(&self, id: ProbeId) -> bool {
         let removed = {
             let mut side = lock(&self.side);
             let slot = &table(&mut side).probe;
@@ -161,9 +204,7 @@ impl SqlKiller {
         removed
     }
 
-    /// Sets how often `handle_signal` may run the probe (default 1 s).
-    /// `Duration::ZERO` probes at every checkpoint and never reads the clock.
-    pub fn set_probe_interval(&self, interval: Duration) {
+    pub(crate) fn set_probe_interval(&self, interval: Duration) {
         {
             let mut side = lock(&self.side);
             let slot = &mut table(&mut side).probe;
@@ -174,21 +215,7 @@ impl SqlKiller {
         self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
     }
 
-    /// Runs the probe now, whatever the interval (TiDB
-    /// `CheckConnectionAlive`); if it says the connection is dead, kills the
-    /// statement that was current when it started with `QueryInterrupted`.
-    /// Returns what the probe said (`true` without a probe).
-    ///
-    /// ```
-    /// use sqlkiller::{KillSignal, SqlKiller};
-    ///
-    /// let killer = SqlKiller::new();
-    /// assert!(killer.check_connection_alive());
-    /// killer.set_connection_alive_probe(|| false);
-    /// assert!(!killer.check_connection_alive());
-    /// assert_eq!(killer.kill_signal(), Some(KillSignal::QueryInterrupted));
-    /// ```
-    pub fn check_connection_alive(&self) -> bool {
+    pub(crate) fn check_connection_alive(&self) -> bool {
         let probe = table(&mut lock(&self.side)).probe.probe.clone();
         match probe {
             Some(probe) => self.run_probe(&probe),
@@ -272,7 +299,7 @@ impl SqlKiller {
         };
         if !alive {
             // Targeted: a probe racing `reset` never kills the next statement.
-            self.kill_statement(statement, KillSignal::QueryInterrupted);
+            let _ = self.kill_statement(statement, KillSignal::QueryInterrupted);
         }
         alive
     }

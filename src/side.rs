@@ -13,10 +13,11 @@ use std::task::Waker;
 
 use crate::event::WaitOutcome;
 use crate::finish::FinishSlot;
+use crate::killer::Shared;
 use crate::loom::{lock, thread, thread_local, MutexGuard};
 use crate::probe::ProbeSlot;
 use crate::state::State;
-use crate::{KillSignal, SqlKiller};
+use crate::KillSignal;
 
 pub(crate) type CancelHook = Box<dyn FnOnce() + Send>;
 
@@ -66,6 +67,11 @@ impl FirstPanic {
         if let Some(panic) = self.0 {
             panic::resume_unwind(panic);
         }
+    }
+
+    /// Drops the panics kept (where resuming could abort: in a destructor).
+    pub(crate) fn discard(self) {
+        drop(self.0);
     }
 }
 
@@ -174,14 +180,14 @@ impl Leftovers {
 /// owner. This is what keeps a panicking waker or hook from wedging
 /// `reset` and `kill_immune`.
 pub(crate) struct HookRun<'a> {
-    killer: &'a SqlKiller,
+    killer: &'a Shared,
     hook: Option<CancelHook>,
 }
 
 impl<'a> HookRun<'a> {
     /// Takes `hook` out to run it: raises `hook_runners` in `table`, which
     /// the caller holds locked.
-    pub(crate) fn counted(killer: &'a SqlKiller, table: &mut SideTable, hook: CancelHook) -> Self {
+    pub(crate) fn counted(killer: &'a Shared, table: &mut SideTable, hook: CancelHook) -> Self {
         table.hook_runners += 1;
         HookRun {
             killer,
@@ -221,10 +227,10 @@ thread_local! {
     static IN_CALLBACK: Cell<usize> = Cell::new(0);
 }
 
-impl SqlKiller {
+impl Shared {
     /// This killer's identity for the thread-local reentrancy checks.
     pub(crate) fn address(&self) -> usize {
-        self as *const SqlKiller as usize
+        self as *const Shared as usize
     }
 
     /// Whether this thread is inside a cancel hook or a waker that one of

@@ -16,6 +16,7 @@ use std::fmt;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
+#[non_exhaustive]
 pub enum KillSignal {
     /// `KILL QUERY`, or a dead client connection (error 1317).
     QueryInterrupted = 1,
@@ -94,46 +95,62 @@ impl fmt::Display for KillSignal {
 #[error("invalid kill signal {0}: expected a raw value from 1 to 6")]
 pub struct InvalidKillSignal(pub u32);
 
-/// One statement of a session: the generation that [`reset`] advances.
+/// One statement of one session: the generation that [`reset`] advances,
+/// and the identity of the killer it belongs to.
 ///
-/// Every kill, waiter and hook belongs to exactly one `StatementId`. Ids of
-/// one killer increase by one per `reset` and wrap after 2^52 statements
-/// (over a century at a million statements per second).
+/// Every kill, waiter and hook belongs to exactly one `StatementId`. Ids
+/// carry their killer's identity, so an id taken from one session never
+/// matches a statement of another: a kill, hook or event aimed at a
+/// foreign id is `Stale` (or `Reset`). Within a session the sequence
+/// number increases by one per `reset` and wraps after 2^51 statements
+/// (over 70 years at a million statements per second); ids compare for
+/// equality only, since wrapping makes "older" meaningless.
 ///
 /// [`reset`]: crate::SqlKiller::reset
 ///
 /// ```
-/// use sqlkiller::SqlKiller;
+/// use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
 ///
 /// let killer = SqlKiller::new();
 /// let first = killer.statement();
 /// killer.reset();
 /// assert_ne!(killer.statement(), first);
 /// assert_eq!(killer.statement().as_u64(), first.as_u64() + 1);
+///
+/// // Another session at the same sequence number is another statement.
+/// let other = SqlKiller::new();
+/// assert_eq!(other.statement().as_u64(), first.as_u64());
+/// assert_eq!(killer.kill_statement(other.statement(), KillSignal::QueryInterrupted), KillOutcome::Stale);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StatementId(pub(crate) u64);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatementId {
+    /// The killer's identity (`Shared::id`), unique in the process.
+    pub(crate) killer: u64,
+    pub(crate) generation: u64,
+}
 
 impl StatementId {
-    /// The generation number, for logs and process lists.
+    /// The statement's sequence number within its session, for logs and
+    /// process lists.
     pub const fn as_u64(self) -> u64 {
-        self.0
+        self.generation
     }
 }
 
-impl From<StatementId> for u64 {
-    fn from(id: StatementId) -> u64 {
-        id.0
+impl fmt::Debug for StatementId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StatementId({}#{})", self.killer, self.generation)
     }
 }
 
 impl fmt::Display for StatementId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "statement #{}", self.0)
+        write!(f, "statement #{}", self.generation)
     }
 }
 
 /// What a kill request did.
+#[must_use = "a kill may not have landed: `Stale` and `AlreadyKilled` say why"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KillOutcome {
     /// This call won: its signal is the statement's, its side effects are published.

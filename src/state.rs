@@ -5,10 +5,10 @@
 //! is a single CAS, swap or `fetch_or`.
 //!
 //! ```text
-//!  63                        12   11     10    9      8     7    6       5      4..2    1       0
-//! +----------------------------+------+----+------+-----+----+-------+------+-------+-------+-------+
-//! |         generation         |PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
-//! +----------------------------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//!  63                  13   12     11    10    9      8     7    6       5      4..2    1       0
+//! +----------------------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//! |      generation      |CLOSED|PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
+//! +----------------------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
 //!
 //!  Idle(g)       = KILLING clear                        (signal = 0)
 //!  Killing(g, s) = KILLING set, KILLED clear            (signal = s)
@@ -115,7 +115,7 @@
 //! own hook or waker panics, and the finish-function calls return
 //! `FinishError::Reentrant` from inside the finish function.
 
-use crate::{KillPhase, KillSignal, StatementId};
+use crate::{KillPhase, KillSignal};
 
 /// One snapshot of the state word.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -151,13 +151,17 @@ impl State {
     /// by the owner (an RMW, under the side-table lock); the winner's
     /// `KILLED` RMW sees it and wakes the owner (`killer.rs`, `PublishOnDrop`).
     pub(crate) const PARKED: u64 = 1 << 11;
+    /// The owner (`SqlKiller`) was dropped: the session is closed. Set once,
+    /// by the CAS that ends its last statement; never cleared. Kills are
+    /// then `Stale`, hooks `Stale`, new kill events complete at once.
+    pub(crate) const CLOSED: u64 = 1 << 12;
 
     /// Bits that `reset` keeps: they describe the session, not the statement.
     const STICKY: u64 = Self::PROBE | Self::IMMUNE;
     /// Bits whose generation-local data lives in the side table: a `reset`
     /// that sees one must clear that data under the side-table lock.
     pub(crate) const SIDE_DATA: u64 = Self::REASON | Self::WAITERS | Self::HOOK;
-    const GEN_SHIFT: u32 = 12;
+    const GEN_SHIFT: u32 = 13;
     const LOW_MASK: u64 = (1 << Self::GEN_SHIFT) - 1;
     /// Every flag bit (for `Debug`).
     const FLAGS: u64 = Self::LOW_MASK & !(Self::KILLING | Self::KILLED | Self::SIGNAL_MASK);
@@ -167,8 +171,9 @@ impl State {
     /// `Idle(0)` with no flags: a new killer.
     pub(crate) const INITIAL: State = State(0);
 
-    pub(crate) const fn generation(self) -> StatementId {
-        StatementId(self.0 >> Self::GEN_SHIFT)
+    /// The statement's sequence number in its session (51 bits).
+    pub(crate) const fn generation(self) -> u64 {
+        self.0 >> Self::GEN_SHIFT
     }
 
     pub(crate) const fn signal(self) -> Option<KillSignal> {
@@ -213,7 +218,7 @@ impl State {
         State(self.0 | flags)
     }
 
-    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^52.
+    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^51.
     pub(crate) const fn next_generation(self) -> State {
         let generation = (self.0 & !Self::LOW_MASK).wrapping_add(1 << Self::GEN_SHIFT);
         State(generation | (self.0 & Self::STICKY))
@@ -223,7 +228,7 @@ impl State {
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
-            .field("generation", &self.generation().0)
+            .field("generation", &self.generation())
             .field("phase", &self.phase())
             .field("flags", &format_args!("{:#05x}", self.0 & Self::FLAGS))
             .finish()
@@ -258,16 +263,16 @@ mod tests {
             .killing(KillSignal::RunawayQueryExceeded)
             .with(State::KILLED);
         let next = s.next_generation();
-        assert_eq!(next.generation().0, 1);
+        assert_eq!(next.generation(), 1);
         assert_eq!(next.phase(), KillPhase::Idle);
         assert!(next.has(State::PROBE) && next.has(State::IMMUNE));
         assert!(!next.has(State::SIDE_DATA));
     }
 
     #[test]
-    fn generation_wraps_after_2_pow_52() {
+    fn generation_wraps_after_2_pow_51() {
         let last = State(!State::LOW_MASK);
-        assert_eq!(last.generation().0, (1 << 52) - 1);
-        assert_eq!(last.next_generation().generation().0, 0);
+        assert_eq!(last.generation(), (1 << 51) - 1);
+        assert_eq!(last.next_generation().generation(), 0);
     }
 }

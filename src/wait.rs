@@ -21,11 +21,11 @@
 //! completed. Under loom the backoff is always completed, so the models
 //! check the blocking path.
 
+use crate::killer::Shared;
 use crate::loom::atomic::Ordering::AcqRel;
 use crate::loom::{lock, wait, Backoff};
 use crate::side::table;
 use crate::state::State;
-use crate::SqlKiller;
 
 /// The panic message of a `reset` or `kill_immune` that would wait for the
 /// very callback it is called from.
@@ -34,7 +34,7 @@ pub(crate) const WAIT_FROM_OWN_CALLBACK: &str =
      waker; those run while their statement is being killed, and reset and kill_immune wait \
      for that kill to finish";
 
-impl SqlKiller {
+impl Shared {
     /// Blocks until the kill of `seen`'s generation has published every
     /// side effect (or the generation has ended); returns the word then.
     pub(crate) fn wait_while_killing(&self, seen: State) -> State {

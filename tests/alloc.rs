@@ -1,6 +1,8 @@
-//! SPEC §7 allocation budget, checked with a counting global allocator (no
-//! timings): with no waiter and no hook, the signal's operations allocate
-//! nothing. One test in this binary, so no other test allocates meanwhile.
+//! The allocation budget, checked with a counting global allocator (no
+//! timings): `SqlKiller::new` allocates once (the block the owner shares
+//! with its handles), and with no waiter and no hook, every per-statement
+//! operation — on the owner and on a handle — allocates nothing. One test in
+//! this binary, so no other test allocates meanwhile.
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
@@ -11,18 +13,22 @@ use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
-fn new_kill_check_and_reset_allocate_nothing() {
+fn new_allocates_once_and_statements_allocate_nothing() {
     let region = Region::new(GLOBAL);
-
     let killer = SqlKiller::new();
+    let handle = killer.handle();
+    let created = region.change();
+    assert_eq!(created.allocations, 1, "new: one shared block {created:?}");
+
+    let region = Region::new(GLOBAL);
     killer.set_conn_id(7);
     for round in 0..1_000u32 {
         for signal in KillSignal::ALL {
             assert!(killer.handle_signal().is_ok());
-            let outcome = if round % 2 == 0 {
-                killer.send_kill_signal(signal)
-            } else {
-                killer.kill_statement(killer.statement(), signal)
+            let outcome = match round % 3 {
+                0 => killer.send_kill_signal(signal),
+                1 => killer.kill_statement(killer.statement(), signal),
+                _ => handle.kill_statement(handle.statement(), signal),
             };
             assert_eq!(outcome, KillOutcome::Sent);
             assert_eq!(
@@ -31,6 +37,7 @@ fn new_kill_check_and_reset_allocate_nothing() {
             );
             // The error of every signal, built without a reason: no allocation.
             assert_eq!(killer.handle_signal().unwrap_err().signal(), signal);
+            assert_eq!(handle.handle_signal().unwrap_err().signal(), signal);
             let _ = (killer.phase(), killer.kill_signal(), killer.conn_id());
             assert_eq!(killer.reset(), Some(signal));
         }
@@ -41,9 +48,8 @@ fn new_kill_check_and_reset_allocate_nothing() {
         killer.kill_statement(stale, KillSignal::QueryInterrupted),
         KillOutcome::Stale
     );
-    drop(killer);
-
     let stats = region.change();
+    drop((killer, handle));
     assert_eq!(stats.allocations, 0, "{stats:?}");
     assert_eq!(stats.reallocations, 0, "{stats:?}");
 }

@@ -76,14 +76,14 @@ fn a_panicking_waker_wedges_nothing_and_skips_nobody() {
     let blocked = thread::spawn(move || {
         let mut event = k.kill_event();
         ready_tx.send(()).unwrap();
-        event.wait(Duration::from_secs(3600))
+        event.wait()
     });
     ready.recv().unwrap();
     thread::sleep(Duration::from_millis(20)); // let it park
 
     let hook_ran = Arc::new(AtomicBool::new(false));
     let h = Arc::clone(&hook_ran);
-    killer.set_cancel_hook(move || h.store(true, SeqCst));
+    let _ = killer.set_cancel_hook(move || h.store(true, SeqCst));
 
     let caught = catch_unwind(AssertUnwindSafe(|| {
         killer.send_kill_signal(QueryInterrupted)
@@ -119,7 +119,7 @@ fn a_panicking_waker_woken_by_reset_skips_nobody() {
     let blocked = thread::spawn(move || {
         let mut event = k.kill_event();
         ready_tx.send(()).unwrap();
-        event.wait(Duration::from_secs(3600))
+        event.wait()
     });
     ready.recv().unwrap();
     thread::sleep(Duration::from_millis(20));
@@ -171,7 +171,7 @@ fn guard_unwinding_child() {
     let killer = SqlKiller::new();
     let ran = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&ran);
-    killer.set_cancel_hook(move || {
+    let _ = killer.set_cancel_hook(move || {
         r.fetch_add(1, SeqCst);
         panic!("hook failed");
     });
@@ -262,7 +262,7 @@ fn reset_waiting_for_a_slow_hook_does_not_burn_a_core() {
     const HOOK_RUNS: Duration = Duration::from_millis(600);
     let killer = Arc::new(SqlKiller::new());
     let (started_tx, started) = mpsc::channel();
-    killer.set_cancel_hook(move || {
+    let _ = killer.set_cancel_hook(move || {
         started_tx.send(()).unwrap();
         thread::sleep(HOOK_RUNS);
     });
@@ -292,7 +292,7 @@ fn guard_entry_waiting_for_a_slow_hook_does_not_burn_a_core() {
     }
     let killer = Arc::new(SqlKiller::new());
     let (started_tx, started) = mpsc::channel();
-    killer.set_cancel_hook(move || {
+    let _ = killer.set_cancel_hook(move || {
         started_tx.send(()).unwrap();
         thread::sleep(Duration::from_millis(600));
     });
@@ -307,7 +307,7 @@ fn guard_entry_waiting_for_a_slow_hook_does_not_burn_a_core() {
         drop(guard);
         ticks
     });
-    kill.join().unwrap();
+    let _ = kill.join().unwrap();
     assert!(ticks <= 6, "kill_immune used {ticks} ticks of CPU waiting");
 }
 
@@ -319,7 +319,7 @@ fn a_kill_is_reported_at_once_while_the_probe_counts_down() {
     let killer = SqlKiller::new();
     let probes = Arc::new(AtomicUsize::new(0));
     let p = Arc::clone(&probes);
-    killer.set_connection_alive_probe(move || {
+    let _ = killer.set_connection_alive_probe(move || {
         p.fetch_add(1, SeqCst);
         true
     });
@@ -339,7 +339,7 @@ fn a_kill_is_reported_at_once_while_the_probe_counts_down() {
 #[test]
 fn a_kill_is_published_before_it_returns() {
     let killer = SqlKiller::new();
-    killer.send_kill_signal_with_reason(RunawayQueryExceeded, "too long");
+    let _ = killer.send_kill_signal_with_reason(RunawayQueryExceeded, "too long");
     assert_eq!(killer.phase().1, KillPhase::Killed(RunawayQueryExceeded));
     killer.reset();
     assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
@@ -429,7 +429,7 @@ fn a_panicking_probe_reaches_the_checkpoint_and_wedges_nothing() {
     killer.set_probe_interval(Duration::ZERO);
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
-    killer.set_connection_alive_probe(move || {
+    let _ = killer.set_connection_alive_probe(move || {
         if c.fetch_add(1, SeqCst) == 0 {
             panic!("probe failed");
         }
@@ -450,7 +450,7 @@ fn a_panicking_probe_reaches_the_checkpoint_and_wedges_nothing() {
 fn an_owed_hook_that_panics_in_reset_still_ends_the_statement() {
     let killer = SqlKiller::new();
     let first = killer.statement();
-    killer.set_cancel_hook(|| panic!("hook failed"));
+    let _ = killer.set_cancel_hook(|| panic!("hook failed"));
     let mut event = killer.kill_event();
     let guard = killer.kill_immune();
     assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
@@ -473,12 +473,12 @@ fn owed_side_effects_are_served_once_by_the_first_owner_operation() {
     let killer = SqlKiller::new();
     let runs = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&runs);
-    killer.set_cancel_hook(move || {
+    let _ = killer.set_cancel_hook(move || {
         r.fetch_add(1, SeqCst);
     });
     drop({
         let guard = killer.kill_immune();
-        killer.send_kill_signal(QueryInterrupted);
+        let _ = killer.send_kill_signal(QueryInterrupted);
         guard
     });
     assert_eq!(runs.load(SeqCst), 0);

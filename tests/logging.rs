@@ -53,8 +53,8 @@ fn kills_and_resets_are_logged_with_the_connection_id() {
     tracing::subscriber::with_default(capture, || {
         let killer = SqlKiller::new();
         killer.set_conn_id(77);
-        killer.send_kill_signal_with_reason(KillSignal::KilledByMemArbitrator, "pool p1");
-        killer.send_kill_signal(KillSignal::QueryInterrupted); // loses: not logged
+        let _ = killer.send_kill_signal_with_reason(KillSignal::KilledByMemArbitrator, "pool p1");
+        let _ = killer.send_kill_signal(KillSignal::QueryInterrupted); // loses: not logged
         killer.reset();
         killer.reset(); // nothing cleared: not logged
     });

@@ -190,7 +190,7 @@ fn run(seed: u64, steps: usize) {
                 // Drop a random event, as a caller that stops waiting would.
                 if !events.is_empty() {
                     let i = rng.below(events.len() as u64) as usize;
-                    events.swap_remove(i);
+                    drop(events.swap_remove(i));
                     model.events.swap_remove(i);
                     model.event_statements.swap_remove(i);
                 }

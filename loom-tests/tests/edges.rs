@@ -23,9 +23,6 @@ use sqlkiller_loom_tests::{assert_rejected, check, with_expected_panics};
 
 use KillSignal::*;
 
-/// loom has no clock: a wait that needed its timeout would be a deadlock.
-const FOREVER: Duration = Duration::from_secs(3600);
-
 /// A waker whose `wake` panics (a buggy executor).
 struct PanickingWaker;
 
@@ -72,11 +69,11 @@ fn panicking_waker_during_kill() {
                 assert_eq!(polled, Poll::Pending);
                 let hook_runs = Arc::new(AtomicUsize::new(0));
                 let h = Arc::clone(&hook_runs);
-                killer.set_cancel_hook(move || {
+                let _ = killer.set_cancel_hook(move || {
                     h.fetch_add(1, Relaxed);
                 });
                 let k = Arc::clone(&killer);
-                let waiter = thread::spawn(move || k.kill_event_for(statement).wait(FOREVER));
+                let waiter = thread::spawn(move || k.kill_event_for(statement).wait());
                 let k = Arc::clone(&killer);
                 let kill = thread::spawn(move || {
                     catch_unwind(AssertUnwindSafe(|| {
@@ -189,6 +186,7 @@ fn hook_run_at_install_races_reset() {
                 HookStatus::Ran => "ran at install",
                 HookStatus::Stale => "stale",
                 HookStatus::Armed => panic!("armed on a killed statement"),
+                _ => unreachable!(),
             });
         },
     );
@@ -237,6 +235,7 @@ fn hook_run_at_install_races_guard_entry() {
                 HookStatus::Ran => "ran at install",
                 HookStatus::Armed => "owed to the section's end",
                 HookStatus::Stale => panic!("no reset happened"),
+                _ => unreachable!(),
             });
         },
     );
@@ -353,7 +352,7 @@ fn waiter_registers_inside_guard() {
                 if event.try_outcome().is_some() {
                     assert!(!s.load(Acquire), "a waiter completed inside the section");
                 }
-                let outcome = event.wait(FOREVER);
+                let outcome = event.wait();
                 assert!(
                     !s.load(Acquire),
                     "a waiter woke inside the kill-immune section"
@@ -470,7 +469,7 @@ fn future_dropped_while_kill_fires() {
             let polled = Pin::new(&mut cancelled).poll(&mut Context::from_waker(&waker));
             assert!(polled.is_pending());
             let k = Arc::clone(&killer);
-            let waiter = thread::spawn(move || k.kill_event_for(statement).wait(FOREVER));
+            let waiter = thread::spawn(move || k.kill_event_for(statement).wait());
             let k = Arc::clone(&killer);
             let kill = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
             drop(cancelled);
@@ -544,7 +543,7 @@ fn probe_path_of_handle_signal_races_reset() {
             killer.set_probe_interval(Duration::ZERO); // every check probes: no clock
             let probed = Arc::new(loom::sync::atomic::AtomicU64::new(u64::MAX));
             let (p, k) = (Arc::clone(&probed), Arc::clone(&killer));
-            killer.set_connection_alive_probe(move || {
+            let _ = killer.set_connection_alive_probe(move || {
                 p.store(k.statement().as_u64(), Relaxed);
                 false
             });
@@ -627,7 +626,7 @@ fn stale_hook_install_races_reset() {
             let new = killer.statement();
             let new_runs = Arc::new(AtomicUsize::new(0));
             let r = Arc::clone(&new_runs);
-            killer.set_cancel_hook_for(new, move || {
+            let _ = killer.set_cancel_hook_for(new, move || {
                 r.fetch_add(1, Relaxed);
             });
             let status = rpc.join().unwrap();
@@ -645,6 +644,7 @@ fn stale_hook_install_races_reset() {
                 HookStatus::Armed => "installed, then dropped by reset",
                 HookStatus::Stale => "stale",
                 HookStatus::Ran => panic!("g was never killed"),
+                _ => unreachable!(),
             });
         },
     );
@@ -667,7 +667,7 @@ fn broken_hook_install_check_then_act() {
             let (k, r) = (Arc::clone(&killer), Arc::clone(&old_runs));
             let rpc = thread::spawn(move || {
                 if k.statement() == old {
-                    k.set_cancel_hook(move || {
+                    let _ = k.set_cancel_hook(move || {
                         r.fetch_add(1, Relaxed);
                     });
                 }
@@ -675,7 +675,7 @@ fn broken_hook_install_check_then_act() {
             killer.reset();
             rpc.join().unwrap();
             let new = killer.statement();
-            killer.kill_statement(new, QueryInterrupted);
+            let _ = killer.kill_statement(new, QueryInterrupted);
             assert_eq!(
                 old_runs.load(Relaxed),
                 0,
@@ -700,7 +700,7 @@ fn stale_probe_clear_races_install() {
             let cleanup = thread::spawn(move || k.clear_connection_alive_probe_if(old));
             let new_probed = Arc::new(AtomicBool::new(false));
             let p = Arc::clone(&new_probed);
-            killer.set_connection_alive_probe(move || {
+            let _ = killer.set_connection_alive_probe(move || {
                 p.store(true, Relaxed);
                 true
             });
@@ -734,7 +734,7 @@ fn broken_probe_clear_unconditional() {
             let cleanup = thread::spawn(move || k.clear_connection_alive_probe());
             let new_probed = Arc::new(AtomicBool::new(false));
             let p = Arc::clone(&new_probed);
-            killer.set_connection_alive_probe(move || {
+            let _ = killer.set_connection_alive_probe(move || {
                 p.store(true, Relaxed);
                 true
             });

@@ -159,7 +159,7 @@ fn broken_stale_kill_check_then_act() {
             let k = Arc::clone(&killer);
             let t = thread::spawn(move || {
                 if k.statement() == target {
-                    k.send_kill_signal(KillSignal::QueryInterrupted);
+                    let _ = k.send_kill_signal(KillSignal::QueryInterrupted);
                 }
             });
             killer.reset(); // statement N ends; N+1 starts

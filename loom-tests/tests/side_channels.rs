@@ -12,10 +12,6 @@ use sqlkiller_loom_tests::{check, with_expected_panics};
 
 use KillSignal::*;
 
-/// Long enough never to expire: loom has no clock, and a model that needed
-/// the timeout to finish would be reported as a deadlock.
-const FOREVER: Duration = Duration::from_secs(3600);
-
 /// I2 for waiters, no lost wake-up: a thread registers a kill event and
 /// blocks while another kills. Whether registration or kill comes first,
 /// the waiter returns `Killed` (a check-then-sleep waiter would hang: see
@@ -33,7 +29,7 @@ fn waiter_registers_while_kill_fires() {
             let waiter = thread::spawn(move || {
                 let mut event = k.kill_event_for(statement);
                 let early = event.try_outcome();
-                (early, event.wait(FOREVER))
+                (early, event.wait())
             });
             assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
             let (early, outcome) = waiter.join().unwrap();
@@ -65,7 +61,7 @@ fn async_waiter_registers_while_kill_fires() {
                 p.store(event.try_outcome().is_none(), Relaxed);
                 loom::future::block_on(event)
             });
-            killer.send_kill_signal(MaxExecTimeExceeded);
+            let _ = killer.send_kill_signal(MaxExecTimeExceeded);
             assert_eq!(
                 waiter.join().unwrap(),
                 WaitOutcome::Killed(MaxExecTimeExceeded)
@@ -97,7 +93,7 @@ fn waiter_races_reset() {
             let k = Arc::clone(&killer);
             let kill = thread::spawn(move || k.kill_statement(statement, ServerMemoryExceeded));
             let k = Arc::clone(&killer);
-            let waiter = thread::spawn(move || k.kill_event_for(statement).wait(FOREVER));
+            let waiter = thread::spawn(move || k.kill_event_for(statement).wait());
             let cleared = killer.reset();
             let landed = kill.join().unwrap() == KillOutcome::Sent;
             assert_eq!(landed, cleared.is_some());
@@ -146,6 +142,7 @@ fn hook_installed_while_kill_fires() {
                 HookStatus::Ran => "hook ran at install",
                 HookStatus::Armed => "hook ran by killer",
                 HookStatus::Stale => unreachable!("installed for the current statement"),
+                _ => unreachable!(),
             });
         },
     );
@@ -165,7 +162,7 @@ fn hook_races_reset() {
             let runs = Arc::new(AtomicUsize::new(0));
             let reset_returned = Arc::new(AtomicBool::new(false));
             let (r, done) = (Arc::clone(&runs), Arc::clone(&reset_returned));
-            killer.set_cancel_hook(move || {
+            let _ = killer.set_cancel_hook(move || {
                 assert!(!done.load(Acquire), "cancel hook ran after reset returned");
                 r.fetch_add(1, Relaxed);
             });
@@ -173,7 +170,7 @@ fn hook_races_reset() {
             let kill = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
             let cleared = killer.reset();
             reset_returned.store(true, Release);
-            kill.join().unwrap();
+            let _ = kill.join().unwrap();
             let ran = runs.load(Relaxed);
             assert_eq!(ran, usize::from(cleared.is_some()));
             seen.saw(if ran == 1 { "hook ran" } else { "hook dropped" });
@@ -230,7 +227,7 @@ fn probe_races_reset() {
             let p = Arc::clone(&probed);
             let k = Arc::clone(&killer);
             killer.set_probe_interval(Duration::ZERO);
-            killer.set_connection_alive_probe(move || {
+            let _ = killer.set_connection_alive_probe(move || {
                 p.store(k.statement().as_u64(), Relaxed);
                 false // the client is gone
             });
@@ -275,7 +272,7 @@ fn kill_inside_guard() {
             let in_section = Arc::new(AtomicBool::new(false));
             let runs = Arc::new(AtomicUsize::new(0));
             let (s, r) = (Arc::clone(&in_section), Arc::clone(&runs));
-            killer.set_cancel_hook(move || {
+            let _ = killer.set_cancel_hook(move || {
                 assert!(
                     !s.load(Acquire),
                     "cancel hook ran inside a kill-immune section"
@@ -328,7 +325,7 @@ fn panicking_hook_races_reset() {
             &["hook panicked before reset", "hook dropped by reset"],
             |seen| {
                 let killer = Arc::new(SqlKiller::new());
-                killer.set_cancel_hook(|| panic!("hook failed"));
+                let _ = killer.set_cancel_hook(|| panic!("hook failed"));
                 let k = Arc::clone(&killer);
                 let kill = thread::spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -277,7 +277,7 @@ fn reason_seen_with_first_sight_of_signal() {
                     seen.saw("check saw kill");
                 }
             }
-            t.join().unwrap();
+            let _ = t.join().unwrap();
         },
     );
 }
@@ -309,8 +309,8 @@ fn reason_travels_with_signal() {
                 seen.saw("killed before reset");
             }
             killer.reset();
-            a.join().unwrap();
-            b.join().unwrap();
+            let _ = a.join().unwrap();
+            let _ = b.join().unwrap();
             if let Err(err) = killer.handle_signal() {
                 assert_consistent(&err, seen);
                 seen.saw("killed after reset");
@@ -349,7 +349,7 @@ fn seed_55467_conn_id_races_reset() {
             killer.set_conn_id(1);
             let k = Arc::clone(&killer);
             let t = thread::spawn(move || {
-                k.send_kill_signal(QueryMemoryExceeded);
+                let _ = k.send_kill_signal(QueryMemoryExceeded);
                 let logged = k.conn_id(); // the log line of SendKillSignal
                 if let Err(KillError::QueryMemoryExceeded { conn_id }) = k.handle_signal() {
                     assert!(conn_id == 1 || conn_id == 2, "error names conn {conn_id}");
