@@ -7,13 +7,16 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::killer::Shared;
 use crate::loom::atomic::Ordering::AcqRel;
-use crate::loom::{lock, thread, Arc};
+use std::sync::Arc;
+
+use crate::loom::{lock, thread};
 use crate::side::{table, Waiter, Wake};
 use crate::state::State;
+use crate::time::WaitDeadline;
 use crate::{KillHandle, KillSignal, SqlKiller, StatementId};
 
 /// How a kill event ended.
@@ -267,18 +270,16 @@ impl Registration {
 
     /// Blocks until the outcome is known or `deadline` passes (`None`: no
     /// deadline). After a timeout the registration stays.
-    fn wait(&mut self, shared: &Shared, deadline: Option<Instant>) -> Option<WaitOutcome> {
+    fn wait(&mut self, shared: &Shared, deadline: WaitDeadline) -> Option<WaitOutcome> {
         loop {
             if let Some(outcome) = self.poll_with(shared, Register::Thread) {
                 return Some(outcome);
             }
-            match deadline {
+            match deadline.left() {
                 // No deadline: a plain park, no kernel timer to arm and cancel.
                 None => thread::park(),
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => thread::park_timeout(left),
-                    _ => return self.give_up(shared),
-                },
+                Some(left) if !left.is_zero() => thread::park_timeout(left),
+                Some(_) => return self.give_up(shared),
             }
         }
     }
@@ -333,7 +334,7 @@ macro_rules! event_methods {
 
             /// Blocks until the statement is killed or ends.
             pub fn wait(&mut self) -> WaitOutcome {
-                let outcome = self.registration.wait(&self.shared, None);
+                let outcome = self.registration.wait(&self.shared, WaitDeadline::NONE);
                 outcome.expect("a wait without a deadline ends with an outcome")
             }
 
@@ -343,7 +344,7 @@ macro_rules! event_methods {
             ///
             #[doc = $example]
             pub fn wait_timeout(&mut self, timeout: Duration) -> Option<WaitOutcome> {
-                let deadline = Instant::now().checked_add(timeout);
+                let deadline = WaitDeadline::after(timeout);
                 self.registration.wait(&self.shared, deadline)
             }
         }

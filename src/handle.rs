@@ -1,8 +1,8 @@
 //! `KillHandle`: the killers' side of a session's killer.
 
 use crate::killer::Shared;
-use crate::loom::Arc;
 use crate::{HookStatus, KillError, KillOutcome, KillPhase, KillSignal, StatementId};
+use std::sync::Arc;
 
 /// The killers' side of a session's [`SqlKiller`](crate::SqlKiller): what a
 /// `KILL QUERY` handler, a `max_execution_time` watchdog, a memory

@@ -4,10 +4,14 @@ use crossbeam_utils::CachePadded;
 
 use crate::log;
 use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
-use crate::loom::{lock, Arc, Condvar, Mutex};
+use std::sync::{Arc, Weak};
+
+use crate::loom::{lock, Condvar, Mutex};
+use crate::probe::DEFAULT_PROBE_INTERVAL;
 use crate::side::{FirstPanic, Leftovers, SideTable};
 use crate::state::State;
-use crate::{KillError, KillHandle, KillOutcome, KillPhase, KillSignal, StatementId};
+use crate::time::{nanos, Timer, NEVER};
+use crate::{KillError, KillHandle, KillOutcome, KillPhase, KillSignal, ManualClock, StatementId};
 
 /// The query killer of one SQL session: the owner's side.
 ///
@@ -89,9 +93,26 @@ pub(crate) struct Shared {
     /// `clear_finish_func` may block on is over: a kill published (`PARKED`
     /// was set), the last running hook returned, a finish function returned.
     pub(crate) progress: Condvar,
-    /// Owner-local: checkpoints left before the probe reads the clock
-    /// (`probe.rs`). See "Owner-local state" in `killer.rs`.
-    pub(crate) probe_countdown: AtomicU32,
+    /// This session's clock and timer (`time.rs`).
+    pub(crate) timer: Timer,
+    /// A weak reference to this block, for the timer's queue.
+    pub(crate) me: Weak<Shared>,
+    /// The current statement's deadline and its generation (`time.rs`):
+    /// written by the owner, `at` then `gen`; read by the timer.
+    pub(crate) deadline_at: AtomicU64,
+    pub(crate) deadline_gen: AtomicU64,
+    /// The current statement's next probe, the same way.
+    pub(crate) probe_at: AtomicU64,
+    pub(crate) probe_gen: AtomicU64,
+    /// When the timer will next look at this session (`NEVER`: it will not).
+    pub(crate) timer_sched: AtomicU64,
+    /// Owner-local: `max_execution_time` in nanoseconds, 0 for none.
+    pub(crate) max_exec: AtomicU64,
+    /// The probe interval in nanoseconds (0: at every checkpoint).
+    pub(crate) probe_interval: AtomicU64,
+    /// Owner-local: a deadline or probe was ever armed, so `reset` must
+    /// arm or disarm the next statement's (one load when never).
+    pub(crate) timed: AtomicBool,
     /// Owner-local: nesting depth of kill-immune guards (`immune.rs`).
     pub(crate) immune_depth: AtomicU32,
     /// The state word as the owner's last `reset` left it: where `reset` and
@@ -99,7 +120,7 @@ pub(crate) struct Shared {
     owner_hint: AtomicU64,
 }
 
-// Owner-local state. `probe_countdown`, `immune_depth` and the meaning of
+// Owner-local state. `immune_depth`, `max_exec`, `timed` and the meaning of
 // `owner_hint` belong to the owner: only `SqlKiller`'s methods write them.
 // They are atomics (Relaxed) only so that `SqlKiller` can be `Sync` and a
 // `KillImmuneGuard` `Send`. When the owner is an async task that moves to
@@ -108,7 +129,7 @@ pub(crate) struct Shared {
 // so Relaxed still reads the last value the owner wrote. Owner operations
 // called concurrently through a shared `&SqlKiller` are a misuse: they stay
 // memory-safe and the state word stays consistent, but the depth of
-// kill-immune sections and the probe schedule may then be off.
+// kill-immune sections and the deadlines may then be off.
 
 /// A process-wide counter of killers, for [`Shared::id`]. A plain std
 /// atomic, outside the loom facade on purpose: it only hands out distinct
@@ -122,7 +143,15 @@ impl SqlKiller {
     /// (about 300 bytes). Per-statement operations allocate nothing.
     pub fn new() -> SqlKiller {
         SqlKiller {
-            shared: Arc::new(Shared::new()),
+            shared: Shared::new(Timer::Real),
+        }
+    }
+
+    /// A killer whose deadlines and probe schedule follow `clock` instead
+    /// of the real clock: for tests (see [`ManualClock`]).
+    pub fn with_clock(clock: &ManualClock) -> SqlKiller {
+        SqlKiller {
+            shared: Shared::new(clock.timer()),
         }
     }
 
@@ -293,9 +322,11 @@ impl SqlKiller {
 
     /// The checkpoint: `Ok` unless the current statement was killed (TiDB `HandleSignal`).
     ///
-    /// Not killed and no liveness probe: one atomic load and a mask test.
-    /// Killed: the [`KillError`] of the signal, with the connection id as of now and the
-    /// kill's reason text.
+    /// Not killed and no probe due: one atomic load and a mask test, with or
+    /// without a probe or a deadline armed, and no clock read (the timer
+    /// marks a probe due in the state word; deadlines fire from the timer).
+    /// A probe due runs here, on the owner. Killed: the [`KillError`] of the
+    /// signal, with the connection id as of now and the kill's reason text.
     ///
     /// ```
     /// use sqlkiller::{KillSignal, SqlKiller};
@@ -316,9 +347,10 @@ impl SqlKiller {
     /// Owner only. If a kill is still publishing its side effects, waits for
     /// it (bounded backoff) so that after `reset` returns no side effect of
     /// the old statement is running or will start. Releases the old
-    /// statement's waiters, drops its cancel hook, clears its reason text and
-    /// the liveness timer. A kill racing `reset` lands on exactly one of the
-    /// two statements.
+    /// statement's waiters, drops its cancel hook and clears its reason text.
+    /// Starts the next statement's clock: its `max_execution_time` deadline
+    /// and its first probe interval count from here. A kill racing `reset`
+    /// lands on exactly one of the two statements.
     ///
     /// ```
     /// use sqlkiller::{KillSignal, SqlKiller};
@@ -377,18 +409,27 @@ impl SqlKiller {
 }
 
 impl Shared {
-    fn new() -> Shared {
-        Shared {
+    fn new(timer: Timer) -> Arc<Shared> {
+        Arc::new_cyclic(|me| Shared {
+            timer,
+            me: me.clone(),
+            deadline_at: AtomicU64::new(NEVER),
+            deadline_gen: AtomicU64::new(0),
+            probe_at: AtomicU64::new(NEVER),
+            probe_gen: AtomicU64::new(0),
+            timer_sched: AtomicU64::new(NEVER),
+            max_exec: AtomicU64::new(0),
+            probe_interval: AtomicU64::new(nanos(DEFAULT_PROBE_INTERVAL)),
+            timed: AtomicBool::new(false),
             state: CachePadded::new(AtomicU64::new(State::INITIAL.0)),
             id: NEXT_KILLER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             conn_id: AtomicU64::new(0),
             in_write_result_set: AtomicBool::new(false),
             side: Mutex::new(None),
             progress: Condvar::new(),
-            probe_countdown: AtomicU32::new(0),
             immune_depth: AtomicU32::new(0),
             owner_hint: AtomicU64::new(State::INITIAL.0),
-        }
+        })
     }
 
     // Orderings on the state word, once for the whole file:
@@ -538,22 +579,17 @@ impl Shared {
         if state.is_quiet() {
             return Ok(());
         }
-        if state.is_probe_only() {
-            // A probe is installed and nothing else is going on: count down
-            // (owner-only, so a load and a store) until the clock is due.
-            let countdown = self.probe_countdown.load(Relaxed);
-            if countdown > 1 {
-                self.probe_countdown.store(countdown - 1, Relaxed);
-                return Ok(());
-            }
-        }
         self.handle_signal_slow(state)
     }
 
     #[cold]
     #[inline(never)]
     fn handle_signal_slow(&self, state: State) -> Result<(), KillError> {
-        let state = self.poll_probe(state);
+        let state = if state.has(State::PROBE_DUE) {
+            self.run_due_probe(state)
+        } else {
+            state
+        };
         if state.signal().is_none() || state.has(State::IMMUNE) {
             return Ok(());
         }
@@ -669,7 +705,7 @@ impl Shared {
     ) -> (Option<KillSignal>, FirstPanic) {
         // Relaxed: a hint; every use is checked by a CAS.
         self.owner_hint.store(ended.next_generation().0, Relaxed);
-        self.reset_probe_timer(ended);
+        self.arm_next_statement(ended);
         let cleared = ended.signal();
         if let Some(signal) = cleared {
             log::kill_finished(self.conn_id(), signal);

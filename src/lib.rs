@@ -74,6 +74,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod deadline;
 mod error;
 mod event;
 mod finish;
@@ -87,6 +88,7 @@ mod probe;
 mod side;
 mod signal;
 mod state;
+mod time;
 mod wait;
 
 pub use error::KillError;
@@ -98,6 +100,7 @@ pub use immune::KillImmuneGuard;
 pub use killer::SqlKiller;
 pub use probe::{ProbeId, DEFAULT_PROBE_INTERVAL};
 pub use signal::{InvalidKillSignal, KillOutcome, KillPhase, KillSignal, StatementId};
+pub use time::ManualClock;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -5,9 +5,9 @@
 //! it. The std side mirrors loom's API, never the other way round.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::{atomic, Arc, Condvar, Mutex, MutexGuard};
+pub(crate) use loom::sync::{atomic, Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{atomic, Arc, Condvar, Mutex, MutexGuard};
+pub(crate) use std::sync::{atomic, Condvar, Mutex, MutexGuard};
 
 #[cfg(loom)]
 pub(crate) use loom::thread_local;

@@ -1,34 +1,30 @@
-//! The liveness probe: `handle_signal` asks it, at most once per interval, whether the client is still there.
+//! The liveness probe: `handle_signal` asks it, once per interval, whether the client is still there.
 //!
-//! TiDB reads the clock on every `HandleSignal`. Here the checkpoint only
-//! counts down an owner-local counter; when it reaches zero it reads the
-//! clock, and adapts the count so that the clock is read about sixteen
-//! times per interval whatever the checkpoint rate is.
+//! TiDB reads the clock on every `HandleSignal`. Here the checkpoint reads
+//! no clock: the timer (`time.rs`) marks the probe due in the state word
+//! when the interval has passed, as PostgreSQL's timeout handlers set a
+//! flag for `CHECK_FOR_INTERRUPTS`, and the owner's next `handle_signal`
+//! runs it. The first interval of a statement starts at its `reset`
+//! (TiDB clears `lastCheckTime` there); each run starts the next interval.
+//! A dead client is therefore found at the first checkpoint after one
+//! interval, whatever the checkpoint rate was before.
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::killer::Shared;
 use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
 use crate::loom::{lock, thread_local, MutexGuard};
 use crate::side::{table, SideTable};
 use crate::state::State;
+use crate::time::nanos;
 use crate::{KillSignal, SqlKiller};
 
 pub(crate) type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Default probe interval (TiDB's `checkConnectionAliveDur`).
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Clock reads per interval the countdown aims at.
-const CLOCK_READS_PER_INTERVAL: u32 = 16;
-/// The most checkpoints between two clock reads.
-const MAX_STRIDE: u32 = 1 << 16;
-
-/// `probe_countdown` values below 2 send the checkpoint to `probe_due`.
-const COUNTDOWN_RESTART: u32 = 0;
-const COUNTDOWN_DUE: u32 = 1;
 
 /// Names one installed liveness probe, so that a cleanup removes only its
 /// own probe (see [`SqlKiller::clear_connection_alive_probe_if`]).
@@ -38,28 +34,11 @@ const COUNTDOWN_DUE: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProbeId(u64);
 
+#[derive(Default)]
 pub(crate) struct ProbeSlot {
     probe: Option<Probe>,
     /// The id of `probe`; the last id handed out.
     id: u64,
-    interval: Duration,
-    /// When the probe last ran, or when the timer was restarted.
-    last_probe: Option<Instant>,
-    last_clock: Option<Instant>,
-    stride: u32,
-}
-
-impl Default for ProbeSlot {
-    fn default() -> Self {
-        ProbeSlot {
-            probe: None,
-            id: 0,
-            interval: DEFAULT_PROBE_INTERVAL,
-            last_probe: None,
-            last_clock: None,
-            stride: 1,
-        }
-    }
 }
 
 thread_local! {
@@ -73,13 +52,16 @@ impl SqlKiller {
     /// Installs the liveness probe (TiDB `IsConnectionAlive`): a function
     /// that returns `false` once the client connection is gone.
     ///
-    /// `handle_signal` then asks it at most once per probe interval (default
-    /// 1 s, see [`set_probe_interval`](SqlKiller::set_probe_interval)) and
-    /// kills the statement with `QueryInterrupted` when it says `false` —
-    /// through the same path as `send_kill_signal`, so waiters wake and the
-    /// cancel hook runs. The first interval starts at the first checkpoint
-    /// of each statement. The probe survives `reset`. Installing replaces
-    /// any other probe.
+    /// `handle_signal` then asks it once per probe interval (default 1 s,
+    /// see [`set_probe_interval`](SqlKiller::set_probe_interval)): at the
+    /// first checkpoint after the interval has passed, whatever the
+    /// checkpoint rate was before; and kills the statement with
+    /// `QueryInterrupted` when it says `false` — through the same path as
+    /// `send_kill_signal`, so waiters wake and the cancel hook runs. The
+    /// first interval of each statement starts at its `reset` (here, at the
+    /// install). The probe survives `reset`. Installing replaces any other
+    /// probe. The checkpoint stays one load and a mask test: the timer marks
+    /// the probe due.
     ///
     /// Returns the probe's id, for
     /// [`clear_connection_alive_probe_if`](SqlKiller::clear_connection_alive_probe_if).
@@ -130,8 +112,9 @@ impl SqlKiller {
         self.shared.clear_connection_alive_probe_if(id)
     }
 
-    /// Sets how often `handle_signal` may run the probe (default 1 s).
-    /// `Duration::ZERO` probes at every checkpoint and never reads the clock.
+    /// Sets how often `handle_signal` runs the probe (default 1 s), starting
+    /// a new interval now. `Duration::ZERO` probes at every checkpoint and
+    /// never reads the clock.
     pub fn set_probe_interval(&self, interval: Duration) {
         self.shared.set_probe_interval(interval)
     }
@@ -164,14 +147,14 @@ impl Shared {
         let (replaced, id) = {
             let mut side = lock(&self.side);
             let slot = &mut table(&mut side).probe;
-            slot.last_probe = None;
             slot.id += 1;
             let replaced = slot.probe.replace(probe);
             // Under the lock, so the flag and the slot never disagree for long.
             self.state.fetch_or(State::PROBE, AcqRel);
             (replaced, ProbeId(slot.id))
         };
-        self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
+        self.timed.store(true, Relaxed);
+        self.restart_probe_interval(self.load());
         drop(replaced);
         id
     }
@@ -197,22 +180,35 @@ impl Shared {
         true
     }
 
-    /// Takes the probe out of the slot and clears `PROBE`, under the lock.
+    /// Takes the probe out of the slot and clears `PROBE` and `PROBE_DUE`,
+    /// under the lock. A schedule still in the timer finds no `PROBE`.
     fn remove_probe(&self, side: &mut MutexGuard<'_, Option<Box<SideTable>>>) -> Option<Probe> {
         let removed = table(side).probe.probe.take();
-        self.state.fetch_and(!State::PROBE, AcqRel);
+        self.state
+            .fetch_and(!(State::PROBE | State::PROBE_DUE), AcqRel);
         removed
     }
 
     pub(crate) fn set_probe_interval(&self, interval: Duration) {
-        {
-            let mut side = lock(&self.side);
-            let slot = &mut table(&mut side).probe;
-            slot.interval = interval;
-            slot.stride = 1;
-            slot.last_clock = None;
+        self.probe_interval.store(nanos(interval), Relaxed);
+        let state = self.load();
+        if state.has(State::PROBE) {
+            self.restart_probe_interval(state);
         }
-        self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
+    }
+
+    /// Starts a probe interval for the statement of `state`: with interval
+    /// zero the probe is due at once (and stays due); otherwise the timer
+    /// marks it due one interval from now.
+    pub(crate) fn restart_probe_interval(&self, state: State) {
+        let interval = self.probe_interval.load(Relaxed);
+        if interval == 0 {
+            self.state.fetch_or(State::PROBE_DUE, AcqRel);
+        } else {
+            self.state.fetch_and(!State::PROBE_DUE, AcqRel);
+            let at = self.now().saturating_add(interval);
+            self.arm_probe(state.generation(), at);
+        }
     }
 
     pub(crate) fn check_connection_alive(&self) -> bool {
@@ -223,60 +219,19 @@ impl Shared {
         }
     }
 
-    /// The checkpoint's probe step, off the fast path: counts down, and when
-    /// due reads the clock and maybe probes. Returns the state to act on.
-    pub(crate) fn poll_probe(&self, state: State) -> State {
-        if !state.has(State::PROBE) || state.signal().is_some() {
-            return state;
+    /// The checkpoint's probe step (owner, `PROBE_DUE` set): starts the next
+    /// interval, runs the probe, returns the state to act on.
+    #[cold]
+    pub(crate) fn run_due_probe(&self, state: State) -> State {
+        if state.signal().is_some() {
+            return state; // killed already: report that, probe later
         }
-        let countdown = self.probe_countdown.load(Relaxed);
-        if countdown > COUNTDOWN_DUE {
-            self.probe_countdown.store(countdown - 1, Relaxed);
-            return state;
+        self.restart_probe_interval(state);
+        let probe = table(&mut lock(&self.side)).probe.probe.clone();
+        if let Some(probe) = probe {
+            self.run_probe(&probe);
         }
-        match self.probe_due(countdown == COUNTDOWN_RESTART) {
-            Some(probe) => {
-                self.run_probe(&probe);
-                self.load()
-            }
-            None => state,
-        }
-    }
-
-    /// The probe, if it should run now; re-arms the countdown.
-    fn probe_due(&self, restart: bool) -> Option<Probe> {
-        let mut side = lock(&self.side);
-        let slot = &mut table(&mut side).probe;
-        let probe = slot.probe.clone()?;
-        if slot.interval.is_zero() {
-            self.probe_countdown.store(COUNTDOWN_DUE, Relaxed);
-            return Some(probe);
-        }
-        let now = Instant::now();
-        let target = slot.interval / CLOCK_READS_PER_INTERVAL;
-        if let Some(gap) = slot
-            .last_clock
-            .map(|last| now.saturating_duration_since(last))
-        {
-            if gap < target / 2 {
-                slot.stride = (slot.stride * 2).min(MAX_STRIDE);
-            } else if gap > target * 2 {
-                slot.stride = (slot.stride / 2).max(1);
-            }
-        }
-        slot.last_clock = Some(now);
-        self.probe_countdown.store(slot.stride + 1, Relaxed);
-        match slot.last_probe {
-            Some(last) if !restart && now.saturating_duration_since(last) >= slot.interval => {
-                slot.last_probe = Some(now);
-                Some(probe)
-            }
-            Some(_) if !restart => None,
-            _ => {
-                slot.last_probe = Some(now);
-                None
-            }
-        }
+        self.load()
     }
 
     /// Runs `probe` outside any lock and kills the statement it probed if
@@ -302,13 +257,5 @@ impl Shared {
             let _ = self.kill_statement(statement, KillSignal::QueryInterrupted);
         }
         alive
-    }
-
-    /// `reset` restarts the probe timer: no probe in the first interval of
-    /// the next statement (as TiDB clears `lastCheckTime`).
-    pub(crate) fn reset_probe_timer(&self, ended: State) {
-        if ended.has(State::PROBE) {
-            self.probe_countdown.store(COUNTDOWN_RESTART, Relaxed);
-        }
     }
 }

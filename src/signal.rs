@@ -102,8 +102,8 @@ pub struct InvalidKillSignal(pub u32);
 /// carry their killer's identity, so an id taken from one session never
 /// matches a statement of another: a kill, hook or event aimed at a
 /// foreign id is `Stale` (or `Reset`). Within a session the sequence
-/// number increases by one per `reset` and wraps after 2^51 statements
-/// (over 70 years at a million statements per second); ids compare for
+/// number increases by one per `reset` and wraps after 2^50 statements
+/// (over 35 years at a million statements per second); ids compare for
 /// equality only, since wrapping makes "older" meaningless.
 ///
 /// [`reset`]: crate::SqlKiller::reset

@@ -5,10 +5,10 @@
 //! is a single CAS, swap or `fetch_or`.
 //!
 //! ```text
-//!  63                  13   12     11    10    9      8     7    6       5      4..2    1       0
-//! +----------------------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
-//! |      generation      |CLOSED|PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
-//! +----------------------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//!  63           14     13       12     11    10    9      8     7    6       5      4..2    1       0
+//! +---------------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//! |  generation   |PROBE_DUE|CLOSED|PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
+//! +---------------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
 //!
 //!  Idle(g)       = KILLING clear                        (signal = 0)
 //!  Killing(g, s) = KILLING set, KILLED clear            (signal = s)
@@ -137,8 +137,7 @@ impl State {
     pub(crate) const WAITERS: u64 = 1 << 6;
     /// A cancel hook of this generation may be installed in the side table.
     pub(crate) const HOOK: u64 = 1 << 7;
-    /// A liveness probe is installed; `handle_signal` leaves its fast path.
-    /// Survives `reset`.
+    /// A liveness probe is installed. Survives `reset`.
     pub(crate) const PROBE: u64 = 1 << 8;
     /// The owner holds a kill-immune guard. Survives `reset`.
     pub(crate) const IMMUNE: u64 = 1 << 9;
@@ -155,23 +154,28 @@ impl State {
     /// by the CAS that ends its last statement; never cleared. Kills are
     /// then `Stale`, hooks `Stale`, new kill events complete at once.
     pub(crate) const CLOSED: u64 = 1 << 12;
+    /// The probe of this generation is due: the owner's next
+    /// `handle_signal` runs it. Set by the timer with a CAS that checks the
+    /// generation (`time.rs`), or kept set while the probe interval is zero;
+    /// cleared by the owner when it runs the probe, and by `reset`.
+    pub(crate) const PROBE_DUE: u64 = 1 << 13;
 
     /// Bits that `reset` keeps: they describe the session, not the statement.
     const STICKY: u64 = Self::PROBE | Self::IMMUNE;
     /// Bits whose generation-local data lives in the side table: a `reset`
     /// that sees one must clear that data under the side-table lock.
     pub(crate) const SIDE_DATA: u64 = Self::REASON | Self::WAITERS | Self::HOOK;
-    const GEN_SHIFT: u32 = 13;
+    const GEN_SHIFT: u32 = 14;
     const LOW_MASK: u64 = (1 << Self::GEN_SHIFT) - 1;
     /// Every flag bit (for `Debug`).
     const FLAGS: u64 = Self::LOW_MASK & !(Self::KILLING | Self::KILLED | Self::SIGNAL_MASK);
     /// Anything that sends `handle_signal` off its fast path.
-    const NOT_QUIET: u64 = Self::SIGNAL_MASK | Self::PROBE;
+    const NOT_QUIET: u64 = Self::SIGNAL_MASK | Self::PROBE_DUE;
 
     /// `Idle(0)` with no flags: a new killer.
     pub(crate) const INITIAL: State = State(0);
 
-    /// The statement's sequence number in its session (51 bits).
+    /// The statement's sequence number in its session (50 bits).
     pub(crate) const fn generation(self) -> u64 {
         self.0 >> Self::GEN_SHIFT
     }
@@ -197,16 +201,10 @@ impl State {
         self.0 & flags != 0
     }
 
-    /// Nothing for `handle_signal` to do: no signal, no probe.
+    /// Nothing for `handle_signal` to do: no signal, no probe due.
     #[inline(always)]
     pub(crate) const fn is_quiet(self) -> bool {
         self.0 & Self::NOT_QUIET == 0
-    }
-
-    /// Only the probe sends `handle_signal` off its fast path.
-    #[inline(always)]
-    pub(crate) const fn is_probe_only(self) -> bool {
-        self.0 & Self::NOT_QUIET == Self::PROBE
     }
 
     /// `Killing(g, signal)` from `Idle(g)`, keeping every flag.
@@ -218,7 +216,7 @@ impl State {
         State(self.0 | flags)
     }
 
-    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^51.
+    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^50.
     pub(crate) const fn next_generation(self) -> State {
         let generation = (self.0 & !Self::LOW_MASK).wrapping_add(1 << Self::GEN_SHIFT);
         State(generation | (self.0 & Self::STICKY))
@@ -270,9 +268,9 @@ mod tests {
     }
 
     #[test]
-    fn generation_wraps_after_2_pow_51() {
+    fn generation_wraps_after_2_pow_50() {
         let last = State(!State::LOW_MASK);
-        assert_eq!(last.generation(), (1 << 51) - 1);
+        assert_eq!(last.generation(), (1 << 50) - 1);
         assert_eq!(last.next_generation().generation(), 0);
     }
 }

@@ -1,0 +1,101 @@
+//! Statement deadlines: MySQL's `max_execution_time`, PostgreSQL's
+//! `statement_timeout`, fired from the timer as targeted kills.
+
+use std::time::Duration;
+
+use crate::killer::Shared;
+use crate::loom::atomic::Ordering::Relaxed;
+use crate::state::State;
+use crate::time::{nanos, NEVER};
+use crate::SqlKiller;
+
+impl SqlKiller {
+    /// Sets the session's `max_execution_time`: from the next statement on,
+    /// every statement that runs longer than `limit`, counted from the
+    /// `reset` that starts it, is killed with
+    /// [`MaxExecTimeExceeded`](crate::KillSignal::MaxExecTimeExceeded)
+    /// (error 3024). `None` or zero: no limit (MySQL's 0).
+    ///
+    /// The kill comes from the timer thread, as
+    /// [`kill_statement`](SqlKiller::kill_statement) of that statement: it
+    /// runs the cancel hook and wakes the waiters even if the owner is
+    /// blocked and makes no checkpoint, and it can never kill another
+    /// statement. Arming costs each statement a clock read, two stores and
+    /// one atomic RMW in `reset`, and no lock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sqlkiller::{KillError, ManualClock, SqlKiller};
+    ///
+    /// let clock = ManualClock::new();
+    /// let killer = SqlKiller::with_clock(&clock);
+    /// killer.set_max_execution_time(Some(Duration::from_millis(100)));
+    /// killer.reset(); // the next statement starts: its deadline is armed
+    /// clock.advance(Duration::from_millis(99));
+    /// assert!(killer.handle_signal().is_ok());
+    /// clock.advance(Duration::from_millis(1));
+    /// assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+    /// ```
+    pub fn set_max_execution_time(&self, limit: Option<Duration>) {
+        let limit = limit.map_or(0, nanos);
+        self.shared.max_exec.store(limit, Relaxed);
+        if limit != 0 {
+            self.shared.timed.store(true, Relaxed);
+        }
+    }
+
+    /// The session's `max_execution_time`, if any.
+    pub fn max_execution_time(&self) -> Option<Duration> {
+        match self.shared.max_exec.load(Relaxed) {
+            0 => None,
+            limit => Some(Duration::from_nanos(limit)),
+        }
+    }
+
+    /// Sets a deadline for the current statement only, `timeout` from now,
+    /// like MySQL's `MAX_EXECUTION_TIME` hint: it replaces the deadline that
+    /// `max_execution_time` gave this statement. The next `reset` drops it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sqlkiller::{ManualClock, SqlKiller};
+    ///
+    /// let clock = ManualClock::new();
+    /// let killer = SqlKiller::with_clock(&clock);
+    /// killer.set_statement_timeout(Duration::from_secs(1));
+    /// killer.reset(); // the statement ended in time
+    /// clock.advance(Duration::from_secs(5));
+    /// assert!(killer.handle_signal().is_ok(), "neither it nor the next one is killed");
+    /// ```
+    pub fn set_statement_timeout(&self, timeout: Duration) {
+        let shared = &self.shared;
+        shared.timed.store(true, Relaxed);
+        let at = shared.now().saturating_add(nanos(timeout));
+        shared.arm_deadline(shared.load().generation(), at);
+    }
+}
+
+impl Shared {
+    /// Called by `reset` after the CAS that ended `ended`: arms the new
+    /// statement's deadline (or disarms the old one's) and starts its first
+    /// probe interval. One load when no deadline or probe was ever used.
+    pub(crate) fn arm_next_statement(&self, ended: State) {
+        if !self.timed.load(Relaxed) {
+            return;
+        }
+        let next = ended.next_generation();
+        let limit = self.max_exec.load(Relaxed);
+        let now = self.now();
+        let at = if limit == 0 {
+            NEVER
+        } else {
+            now.saturating_add(limit)
+        };
+        if at != NEVER || self.deadline_at.load(Relaxed) != NEVER {
+            self.arm_deadline(next.generation(), at);
+        }
+        if ended.has(State::PROBE) {
+            self.restart_probe_interval(next);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The one door to time: the clock, and the timer that fires statement
+//! deadlines and schedules the liveness probe. Nothing else in the crate
+//! reads a clock or sleeps on one.
+//!
+//! # The clock
+//!
+//! Times are `u64` nanoseconds since an epoch: the first use of the real
+//! clock in the process, or the creation of a [`ManualClock`], which tests
+//! and loom models advance by hand (`advance` also runs, on the caller's
+//! thread, whatever fell due).
+//!
+//! # The timer
+//!
+//! One timer per clock: the real one is a single process-wide thread,
+//! started on the first deadline or probe ever armed, that sleeps on a
+//! condition variable while nothing is due (and without a timeout while
+//! nothing is armed: zero cost). It holds only a `Weak` reference to each
+//! session, so it never keeps a session alive.
+//!
+//! Each session has at most one entry in the timer's queue that matters:
+//! `timer_sched` says when the timer will next look at the session. Arming
+//! a deadline or a probe for statement g is two stores on the owner's side,
+//! `at` then `gen` (Release), then `timer_sched.fetch_min(at)`; only if that
+//! lowered it does the owner push an entry (and lock the queue). So a
+//! per-statement `max_execution_time`, whose deadline only moves later, costs
+//! a clock read, two stores and one RMW per statement, and no lock.
+//!
+//! When an entry falls due the timer `swap`s `timer_sched` to `NEVER`, then
+//! reads `gen` (Acquire) and `at`. Both sides' RMWs on `timer_sched` are
+//! ordered: either the owner's `fetch_min` came second, saw `NEVER` and
+//! pushed its own entry, or it came first and the timer's `swap` read it, so
+//! the timer sees the owner's new `at` and reschedules for it. No deadline is
+//! lost. Model: `deadline_armed_while_timer_fires`.
+//!
+//! A deadline fires as `kill_statement(g, MaxExecTimeExceeded)`, so it can
+//! never kill another statement: if it read `gen` = g, the `at` it read is
+//! g's or belongs to a statement that started after g ended (the owner
+//! writes `at` before `gen`), and then the kill of g is `Stale`. Models:
+//! `deadline_races_reset`; broken twin `broken_deadline_fires_untargeted`.
+//! A probe falling due sets `PROBE_DUE` in the state word with a CAS that
+//! checks g, and the owner's next `handle_signal` runs the probe (as
+//! PostgreSQL's timeout handlers set a flag that `CHECK_FOR_INTERRUPTS`
+//! reads), so the checkpoint stays one load and a mask test. Model:
+//! `probe_due_races_reset`; broken twin `broken_probe_due_without_generation`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::killer::Shared;
+use crate::loom::atomic::{AtomicU64, Ordering::*};
+use crate::loom::{lock, Condvar, Mutex};
+use crate::state::State;
+use crate::{KillSignal, StatementId};
+
+/// No time: a deadline not armed, a session not scheduled.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// `d` in nanoseconds, saturating (a deadline centuries away is `NEVER`-like).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(NEVER - 1)
+}
+
+/// Which clock and timer a killer uses.
+#[derive(Clone)]
+pub(crate) enum Timer {
+    /// The real clock and the process-wide timer thread.
+    Real,
+    /// A [`ManualClock`].
+    Manual(Arc<TimerCore>),
+}
+
+impl Timer {
+    /// Now, in nanoseconds since this clock's epoch.
+    pub(crate) fn now(&self) -> u64 {
+        match self {
+            Timer::Real => real::now(),
+            Timer::Manual(core) => core.manual_now.load(Acquire),
+        }
+    }
+
+    /// Makes the timer look at `session` at time `at`.
+    fn push(&self, at: u64, session: Weak<Shared>) {
+        match self {
+            Timer::Real => real::core().push(at, session),
+            Timer::Manual(core) => core.push(at, session),
+        }
+    }
+}
+
+/// The queue of one timer: which session to look at when.
+pub(crate) struct TimerCore {
+    queue: Mutex<BinaryHeap<Reverse<Entry>>>,
+    /// Signalled when an entry earlier than all others is pushed.
+    earlier: Condvar,
+    /// A manual clock's time; unused by the real one.
+    manual_now: AtomicU64,
+}
+
+struct Entry {
+    at: u64,
+    session: Weak<Shared>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl TimerCore {
+    fn new() -> TimerCore {
+        TimerCore {
+            queue: Mutex::new(BinaryHeap::new()),
+            earlier: Condvar::new(),
+            manual_now: AtomicU64::new(0),
+        }
+    }
+
+    fn push(&self, at: u64, session: Weak<Shared>) {
+        let mut queue = lock(&self.queue);
+        let earliest = queue.peek().is_none_or(|Reverse(first)| at < first.at);
+        queue.push(Reverse(Entry { at, session }));
+        drop(queue);
+        if earliest {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// Takes every entry due at `now` out of the queue.
+    fn take_due(&self, now: u64) -> Vec<Weak<Shared>> {
+        let mut queue = lock(&self.queue);
+        let mut due = Vec::new();
+        while queue.peek().is_some_and(|Reverse(first)| first.at <= now) {
+            due.push(queue.pop().expect("peeked").0.session);
+        }
+        due
+    }
+
+    /// Serves the sessions due at `now`, on this thread. A panic of user
+    /// code run on the way (a cancel hook of a deadline's kill) is
+    /// contained: the timer serves every session.
+    fn fire(&self, now: u64) {
+        for session in self.take_due(now) {
+            if let Some(session) = session.upgrade() {
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    session.on_timer(now);
+                }));
+                drop(served);
+            }
+        }
+    }
+}
+
+/// A clock that only moves when told: for tests and models of deadlines
+/// and probes, like `tokio::time::pause`. Killers made with
+/// [`SqlKiller::with_clock`](crate::SqlKiller::with_clock) read it, and their
+/// deadlines and probe schedule fire inside [`advance`](ManualClock::advance),
+/// on the thread that calls it.
+///
+/// ```
+/// use std::time::Duration;
+/// use sqlkiller::{KillError, ManualClock, SqlKiller};
+///
+/// let clock = ManualClock::new();
+/// let killer = SqlKiller::with_clock(&clock);
+/// killer.set_statement_timeout(Duration::from_secs(2));
+/// clock.advance(Duration::from_secs(1));
+/// assert!(killer.handle_signal().is_ok());
+/// clock.advance(Duration::from_secs(1)); // the deadline fires here
+/// assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+/// ```
+#[derive(Clone)]
+pub struct ManualClock {
+    core: Arc<TimerCore>,
+}
+
+impl ManualClock {
+    /// A clock at time zero.
+    pub fn new() -> ManualClock {
+        ManualClock {
+            core: Arc::new(TimerCore::new()),
+        }
+    }
+
+    /// Moves the clock forward by `by`, then fires every deadline and
+    /// probe schedule that fell due, on this thread.
+    pub fn advance(&self, by: Duration) {
+        let now = self.core.manual_now.fetch_add(nanos(by), AcqRel) + nanos(by);
+        self.core.fire(now);
+    }
+
+    /// The time since the clock was made.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.core.manual_now.load(Acquire))
+    }
+
+    pub(crate) fn timer(&self) -> Timer {
+        Timer::Manual(Arc::clone(&self.core))
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new()
+    }
+}
+
+impl std::fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("elapsed", &self.elapsed())
+            .finish()
+    }
+}
+
+/// A deadline of a blocking wait (`KillEvent::wait_timeout`), on the real clock.
+pub(crate) struct WaitDeadline(Option<std::time::Instant>);
+
+impl WaitDeadline {
+    pub(crate) fn after(timeout: Duration) -> WaitDeadline {
+        WaitDeadline(std::time::Instant::now().checked_add(timeout))
+    }
+
+    pub(crate) const NONE: WaitDeadline = WaitDeadline(None);
+
+    /// `None`: no deadline. `Some(ZERO)`: passed.
+    pub(crate) fn left(&self) -> Option<Duration> {
+        self.0
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+    }
+}
+
+#[cfg(not(loom))]
+mod real {
+    use std::sync::{Arc, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use super::TimerCore;
+    use crate::loom::lock;
+
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    static CORE: OnceLock<Arc<TimerCore>> = OnceLock::new();
+
+    pub(super) fn now() -> u64 {
+        super::nanos(EPOCH.get_or_init(Instant::now).elapsed())
+    }
+
+    /// The process-wide timer, its thread started on first use.
+    pub(super) fn core() -> &'static TimerCore {
+        CORE.get_or_init(|| {
+            let core = Arc::new(TimerCore::new());
+            let runner = Arc::clone(&core);
+            std::thread::Builder::new()
+                .name("sqlkiller-timer".into())
+                .spawn(move || run(&runner))
+                .expect("sqlkiller: cannot start the timer thread");
+            core
+        })
+    }
+
+    /// The timer thread: sleeps until the earliest entry, fires what is due.
+    fn run(core: &TimerCore) -> ! {
+        loop {
+            let mut queue = lock(&core.queue);
+            let now = loop {
+                let now = now();
+                match queue.peek() {
+                    // Nothing armed: sleep until something is.
+                    None => queue = core.earlier.wait(queue).unwrap_or_else(|p| p.into_inner()),
+                    Some(first) if first.0.at <= now => break now,
+                    Some(first) => {
+                        let left = Duration::from_nanos(first.0.at - now);
+                        queue = core
+                            .earlier
+                            .wait_timeout(queue, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            };
+            drop(queue);
+            core.fire(now);
+        }
+    }
+}
+
+#[cfg(loom)]
+mod real {
+    use super::TimerCore;
+
+    const UNDER_LOOM: &str =
+        "sqlkiller: the real clock is not available under loom; make the killer with a ManualClock";
+
+    pub(super) fn now() -> u64 {
+        panic!("{UNDER_LOOM}")
+    }
+
+    pub(super) fn core() -> &'static TimerCore {
+        panic!("{UNDER_LOOM}")
+    }
+}
+
+impl Shared {
+    /// Now, on this killer's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.timer.now()
+    }
+
+    /// Arms statement `generation`'s deadline at `at` (`NEVER`: none).
+    /// Owner only, while that statement is current.
+    pub(crate) fn arm_deadline(&self, generation: u64, at: u64) {
+        // `at` before `gen`: a timer that reads this `gen` reads this `at`
+        // or a later statement's (see the module docs).
+        self.deadline_at.store(at, Relaxed);
+        self.deadline_gen.store(generation, Release);
+        self.schedule(at);
+    }
+
+    /// Arms statement `generation`'s next probe at `at`. Owner only.
+    pub(crate) fn arm_probe(&self, generation: u64, at: u64) {
+        self.probe_at.store(at, Relaxed);
+        self.probe_gen.store(generation, Release);
+        self.schedule(at);
+    }
+
+    /// Makes sure the timer looks at this session no later than `at`.
+    fn schedule(&self, at: u64) {
+        if at == NEVER {
+            return;
+        }
+        // An RMW, ordered with the timer's `swap` (module docs).
+        if self.timer_sched.fetch_min(at, AcqRel) > at {
+            self.timer.push(at, self.me.clone());
+        }
+    }
+
+    /// The timer's visit at `now`: fires a due deadline, marks a due probe,
+    /// and reschedules for what is left.
+    fn on_timer(&self, now: u64) {
+        self.timer_sched.swap(NEVER, AcqRel);
+        let generation = self.deadline_gen.load(Acquire);
+        let at = self.deadline_at.load(Relaxed);
+        let mut next = NEVER;
+        if at <= now {
+            let id = StatementId {
+                killer: self.id,
+                generation,
+            };
+            // Targeted: `Stale` if the statement has ended.
+            let _ = self.kill_statement(id, KillSignal::MaxExecTimeExceeded);
+        } else {
+            next = at;
+        }
+        let generation = self.probe_gen.load(Acquire);
+        let at = self.probe_at.load(Relaxed);
+        if at <= now {
+            self.mark_probe_due(generation);
+        } else {
+            next = next.min(at);
+        }
+        self.schedule(next);
+    }
+
+    /// Sets `PROBE_DUE` if `generation` is still current and has a probe:
+    /// one CAS that checks the generation, so a probe of statement g never
+    /// runs early in g + 1.
+    fn mark_probe_due(&self, generation: u64) {
+        let mut current = self.load_for_update();
+        while current.generation() == generation
+            && current.has(State::PROBE)
+            && !current.has(State::PROBE_DUE | State::CLOSED)
+        {
+            let due = current.with(State::PROBE_DUE);
+            match self
+                .state
+                .compare_exchange(current.0, due.0, AcqRel, Acquire)
+            {
+                Ok(_) => return,
+                Err(actual) => current = State(actual),
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Time-driven kills on a manual clock: deadlines and the probe schedule,
+//! step by step, with no real sleeps.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlkiller::{KillError, KillOutcome, KillSignal, ManualClock, SqlKiller, WaitOutcome};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// The edge of the issue on time: a dense burst of checks, then one check a
+/// millisecond (the statement waits on I/O between batches). A client that
+/// hangs up is found within one interval plus the slack (one checkpoint),
+/// however many checks came before. The old adaptive countdown missed it
+/// for over 20 s at a 100 ms interval.
+#[test]
+fn a_dead_client_is_found_within_an_interval_after_a_burst() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    let interval = 100 * MS;
+    killer.set_probe_interval(interval);
+    let alive = Arc::new(AtomicBool::new(true));
+    let probes = Arc::new(AtomicUsize::new(0));
+    let (a, p) = (Arc::clone(&alive), Arc::clone(&probes));
+    let _probe = killer.set_connection_alive_probe(move || {
+        p.fetch_add(1, SeqCst);
+        a.load(SeqCst)
+    });
+    // 1 s of a dense scan: two million checks every 10 ms.
+    for _ in 0..100 {
+        for _ in 0..20_000 {
+            assert!(killer.handle_signal().is_ok());
+        }
+        clock.advance(10 * MS);
+    }
+    let during_burst = probes.load(SeqCst);
+    assert!(
+        (9..=11).contains(&during_burst),
+        "{during_burst} probes in 1 s"
+    );
+    // The client hangs up; the statement now checks once a millisecond.
+    alive.store(false, SeqCst);
+    let hung_up = clock.elapsed();
+    let found = loop {
+        clock.advance(MS);
+        if killer.handle_signal().is_err() {
+            break clock.elapsed() - hung_up;
+        }
+        assert!(
+            clock.elapsed() - hung_up < 10 * interval,
+            "not found in 10 intervals"
+        );
+    };
+    assert!(found <= interval + MS, "found after {found:?}");
+    assert_eq!(killer.kill_signal(), Some(KillSignal::QueryInterrupted));
+}
+
+/// The first interval of a statement starts at its `reset` (TiDB clears
+/// `lastCheckTime` there): a statement shorter than the interval is never
+/// probed, however long the session.
+#[test]
+fn each_statement_gets_a_full_first_interval() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    killer.set_probe_interval(100 * MS);
+    let probes = Arc::new(AtomicUsize::new(0));
+    let p = Arc::clone(&probes);
+    let _probe = killer.set_connection_alive_probe(move || {
+        p.fetch_add(1, SeqCst);
+        true
+    });
+    for _ in 0..50 {
+        for _ in 0..9 {
+            clock.advance(10 * MS);
+            assert!(killer.handle_signal().is_ok());
+        }
+        killer.reset(); // 90 ms statements
+    }
+    assert_eq!(probes.load(SeqCst), 0);
+    clock.advance(100 * MS);
+    assert!(killer.handle_signal().is_ok());
+    assert_eq!(probes.load(SeqCst), 1);
+}
+
+/// A statement that makes no checkpoint (blocked in an RPC) is killed once
+/// its deadline passes: the timer fires the kill, the cancel hook runs, a
+/// waiter wakes.
+#[test]
+fn a_statement_without_checkpoints_is_killed_at_its_deadline() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    killer.set_max_execution_time(Some(500 * MS));
+    killer.reset();
+    let hooks = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&hooks);
+    let _ = killer.set_cancel_hook(move || {
+        h.fetch_add(1, SeqCst);
+    });
+    let mut event = killer.kill_event_owned();
+    clock.advance(499 * MS);
+    assert_eq!(killer.kill_signal(), None);
+    assert_eq!(event.try_outcome(), None);
+    clock.advance(MS);
+    assert_eq!(
+        hooks.load(SeqCst),
+        1,
+        "the hook ran when the deadline fired"
+    );
+    assert_eq!(
+        event.try_outcome(),
+        Some(WaitOutcome::Killed(KillSignal::MaxExecTimeExceeded))
+    );
+    assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+    assert_eq!(killer.reset(), Some(KillSignal::MaxExecTimeExceeded));
+    // The next statement has its own full deadline.
+    clock.advance(499 * MS);
+    assert!(killer.handle_signal().is_ok());
+    clock.advance(MS);
+    assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+}
+
+/// A statement that ends before its deadline is never killed, and neither
+/// is the next one, at the old deadline's time.
+#[test]
+fn a_statement_that_ended_in_time_is_never_killed_nor_the_next() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    killer.set_max_execution_time(Some(100 * MS));
+    killer.reset();
+    for _ in 0..1_000 {
+        clock.advance(60 * MS);
+        assert!(killer.handle_signal().is_ok());
+        assert_eq!(killer.reset(), None, "a 60 ms statement was killed");
+    }
+    // A one-statement timeout, then an early end: nothing fires later.
+    killer.set_statement_timeout(10 * MS);
+    clock.advance(5 * MS);
+    assert_eq!(killer.reset(), None);
+    clock.advance(50 * MS);
+    assert!(killer.handle_signal().is_ok());
+    clock.advance(50 * MS);
+    assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+}
+
+/// A statement timeout replaces the session's limit for that statement
+/// only; `None` turns the session limit off from the next statement.
+#[test]
+fn statement_timeout_and_session_limit() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    assert_eq!(killer.max_execution_time(), None);
+    killer.set_max_execution_time(Some(Duration::from_secs(10)));
+    assert_eq!(killer.max_execution_time(), Some(Duration::from_secs(10)));
+    killer.reset();
+    killer.set_statement_timeout(Duration::from_secs(20)); // a longer hint wins
+    clock.advance(Duration::from_secs(15));
+    assert!(killer.handle_signal().is_ok());
+    killer.reset();
+    killer.set_max_execution_time(None);
+    clock.advance(Duration::from_secs(9));
+    assert!(killer.handle_signal().is_ok());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        killer.handle_signal(),
+        Err(KillError::MaxExecTimeExceeded),
+        "this one kept its limit"
+    );
+    killer.reset();
+    clock.advance(Duration::from_secs(3600));
+    assert!(killer.handle_signal().is_ok(), "no limit any more");
+}
+
+/// A deadline inside a kill-immune section is deferred like any kill, and
+/// a deadline of a closed session does nothing.
+#[test]
+fn deadlines_meet_immunity_and_closed_sessions() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    killer.set_statement_timeout(10 * MS);
+    let commit = killer.kill_immune();
+    clock.advance(10 * MS);
+    assert!(killer.handle_signal().is_ok());
+    commit.release();
+    assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+    killer.reset();
+    let handle = killer.handle();
+    killer.set_statement_timeout(10 * MS);
+    drop(killer);
+    clock.advance(10 * MS);
+    assert_eq!(handle.kill_signal(), None);
+    assert_eq!(
+        handle.send_kill_signal(KillSignal::QueryInterrupted),
+        KillOutcome::Stale
+    );
+}
+
+/// Many sessions on one clock: each is killed at its own deadline only.
+#[test]
+fn many_sessions_each_at_its_own_deadline() {
+    let clock = ManualClock::new();
+    let sessions: Vec<SqlKiller> = (0..200).map(|_| SqlKiller::with_clock(&clock)).collect();
+    for (i, killer) in sessions.iter().enumerate() {
+        killer.set_statement_timeout((i as u32 + 1) * MS);
+    }
+    for step in 1..=200usize {
+        clock.advance(MS);
+        for (i, killer) in sessions.iter().enumerate() {
+            assert_eq!(
+                killer.kill_signal().is_some(),
+                i < step,
+                "session {i} at {step} ms"
+            );
+        }
+    }
+}
