@@ -85,13 +85,13 @@ impl Shared {
         }
         let next = ended.next_generation();
         let limit = self.max_exec.load(Relaxed);
-        let now = self.now();
-        let at = if limit == 0 {
-            NEVER
-        } else {
-            now.saturating_add(limit)
-        };
-        if at != NEVER || self.deadline_at.load(Relaxed) != NEVER {
+        // Armed for the next statement, or disarmed if the last one had a
+        // deadline (a statement timeout ends with its statement).
+        if limit != 0 || self.deadline_at.load(Relaxed) != NEVER {
+            let at = match limit {
+                0 => NEVER,
+                limit => self.now().saturating_add(limit),
+            };
             self.arm_deadline(next.generation(), at);
         }
         if ended.has(State::PROBE) {

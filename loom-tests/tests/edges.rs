@@ -18,7 +18,7 @@ use std::time::Duration;
 use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use sqlkiller::{HookStatus, KillOutcome, KillSignal, SqlKiller, WaitOutcome};
+use sqlkiller::{HookStatus, KillOutcome, KillSignal, ManualClock, SqlKiller, WaitOutcome};
 use sqlkiller_loom_tests::{assert_rejected, check, with_expected_panics};
 
 use KillSignal::*;
@@ -694,7 +694,7 @@ fn stale_probe_clear_races_install() {
         None,
         &["cleared before install", "install before stale clear"],
         |seen| {
-            let killer = Arc::new(SqlKiller::new());
+            let killer = Arc::new(SqlKiller::with_clock(&ManualClock::new()));
             let old = killer.set_connection_alive_probe(|| true);
             let k = Arc::clone(&killer);
             let cleanup = thread::spawn(move || k.clear_connection_alive_probe_if(old));
@@ -728,7 +728,7 @@ fn broken_probe_clear_unconditional() {
         Some(2),
         "removed the newer probe",
         || {
-            let killer = Arc::new(SqlKiller::new());
+            let killer = Arc::new(SqlKiller::with_clock(&ManualClock::new()));
             let _old = killer.set_connection_alive_probe(|| true);
             let k = Arc::clone(&killer);
             let cleanup = thread::spawn(move || k.clear_connection_alive_probe());
