@@ -284,12 +284,10 @@ impl Registration {
         }
     }
 
-    /// Ends a timed-out wait: unless the outcome arrived meanwhile, keeps
-    /// the registration but forgets the parked thread.
+    /// Ends a timed-out wait: keeps the registration but forgets the
+    /// parked thread. (An outcome that arrives meanwhile stays in the
+    /// entry for the next wait or poll.)
     fn give_up(&mut self, shared: &Shared) -> Option<WaitOutcome> {
-        if let Some(outcome) = self.poll_with(shared, Register::Keep) {
-            return Some(outcome);
-        }
         let old = {
             let mut side = lock(&shared.side);
             let waiter = table(&mut side)

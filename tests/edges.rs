@@ -489,3 +489,111 @@ fn owed_side_effects_are_served_once_by_the_first_owner_operation() {
     assert_eq!(killer.reset(), Some(QueryInterrupted));
     assert_eq!(runs.load(SeqCst), 1, "served once");
 }
+
+/// A timed-out wait forgets only its own parked thread: another thread
+/// blocked on the same statement still wakes at the kill.
+#[test]
+fn a_timed_out_waiter_leaves_other_waiters_registered() {
+    let killer = Arc::new(SqlKiller::new());
+    let (ready_tx, ready) = mpsc::channel();
+    let k = Arc::clone(&killer);
+    let blocked = thread::spawn(move || {
+        let mut event = k.kill_event();
+        ready_tx.send(()).unwrap();
+        event.wait()
+    });
+    ready.recv().unwrap();
+    thread::sleep(Duration::from_millis(20)); // let it park
+    let mut impatient = killer.kill_event();
+    assert_eq!(impatient.wait_timeout(Duration::from_millis(5)), None);
+    assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+    let woke = must_return("the blocked waiter", move || blocked.join().unwrap());
+    assert_eq!(woke, WaitOutcome::Killed(QueryInterrupted));
+    assert_eq!(
+        impatient.try_outcome(),
+        Some(WaitOutcome::Killed(QueryInterrupted))
+    );
+}
+
+/// A dropped event leaves the table: its waker is released at once, not
+/// kept until the statement ends.
+#[test]
+fn a_dropped_event_releases_its_waker() {
+    let killer = SqlKiller::new();
+    let flag = Arc::new(PanickingWaker);
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut event = killer.kill_event();
+    assert!(Pin::new(&mut event)
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    drop(waker);
+    assert_eq!(Arc::strong_count(&flag), 2, "the event holds the waker");
+    drop(event);
+    assert_eq!(
+        Arc::strong_count(&flag),
+        1,
+        "dropping the event released it"
+    );
+    assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent); // would panic if woken
+}
+
+/// A finish function that clears itself and installs a successor from
+/// inside its run: the successor stays, the old one is not put back.
+#[test]
+fn a_finish_function_replaced_from_inside_stays_replaced() {
+    let killer = Arc::new(SqlKiller::new());
+    let k = Arc::clone(&killer);
+    let second = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&second);
+    killer.set_finish_func(move || {
+        assert_eq!(
+            k.clear_finish_func(),
+            Err(sqlkiller::FinishError::ReentrantClear)
+        );
+        let s = Arc::clone(&s);
+        k.set_finish_func(move || {
+            s.fetch_add(1, SeqCst);
+        });
+    });
+    assert_eq!(killer.finish_result_set(), Ok(true));
+    assert_eq!(killer.finish_result_set(), Ok(true));
+    assert_eq!(
+        second.load(SeqCst),
+        1,
+        "the successor ran, not the first function"
+    );
+}
+
+/// Two threads finishing at once: the second waits for the first run and
+/// then runs the function itself; only a call from inside the function is
+/// reentrant.
+#[test]
+fn concurrent_finish_calls_wait_for_each_other() {
+    let killer = Arc::new(SqlKiller::new());
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    killer.set_finish_func(move || {
+        if r.fetch_add(1, SeqCst) == 0 {
+            entered_tx.send(()).unwrap();
+            released.lock().unwrap().recv().unwrap();
+        }
+    });
+    let k = Arc::clone(&killer);
+    let first = thread::spawn(move || k.finish_result_set());
+    entered.recv().unwrap();
+    let k = Arc::clone(&killer);
+    let second = thread::spawn(move || k.finish_result_set());
+    thread::sleep(Duration::from_millis(20));
+    release.send(()).unwrap();
+    assert_eq!(first.join().unwrap(), Ok(true));
+    let second = must_return("the second finish", move || second.join().unwrap());
+    assert_eq!(
+        second,
+        Ok(true),
+        "a concurrent call waits, it is not reentrant"
+    );
+    assert_eq!(runs.load(SeqCst), 2);
+}
