@@ -3,7 +3,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::log;
-use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use crate::loom::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Weak};
 
 use crate::loom::{lock, Condvar, Mutex};
@@ -436,8 +436,9 @@ impl Shared {
     // - the winning kill CAS is AcqRel: Release publishes the signal (and
     //   whatever the killer wrote before it); Acquire orders it after the
     //   reset that opened the generation.
-    // - `handle_signal`, `statement`, `phase` load with Acquire, so a check
-    //   that sees a kill also sees what the killer wrote before it.
+    // - `statement`, `phase` load with Acquire, and `handle_signal` loads
+    //   Relaxed and fences with Acquire when it leaves its fast path, so a
+    //   check that sees a kill also sees what the killer wrote before it.
     // - `KILLED` is set with Release and `reset` reads it with Acquire: every
     //   side effect of the kill happens-before `reset` returns.
     // - `reset`'s CAS is AcqRel for the same two reasons as the kill's.
@@ -575,10 +576,17 @@ impl Shared {
 
     #[inline(always)]
     pub(crate) fn handle_signal(&self) -> Result<(), KillError> {
-        let state = self.load();
+        // Relaxed, then an Acquire fence only off the fast path: the same
+        // synchronisation as an Acquire load wherever it matters (a kill
+        // seen: the fence orders everything after it after the kill's
+        // Release), and nothing for the compiler to treat as a barrier in a
+        // caller's loop of checks. A check that starts after a kill returned
+        // still reads it: coherence, not ordering, guarantees that.
+        let state = State(self.state.load(Relaxed));
         if state.is_quiet() {
             return Ok(());
         }
+        fence(Acquire);
         self.handle_signal_slow(state)
     }
 
@@ -720,10 +728,12 @@ impl Shared {
     /// inside a kill-immune section; no probe, no deferred delivery.
     #[inline]
     pub(crate) fn check_signal(&self) -> Result<(), KillError> {
-        let state = self.load();
+        // Relaxed and a fence, as in `handle_signal`.
+        let state = State(self.state.load(Relaxed));
         if state.signal().is_none() || state.has(State::IMMUNE) {
             return Ok(());
         }
+        fence(Acquire);
         self.error_for(state).map_or(Ok(()), Err)
     }
 

@@ -173,3 +173,30 @@ fn silence_expected_panics() {
         }));
     });
 }
+
+/// A plain (non-atomic) Go field: loom tracks every access through an
+/// `loom::cell::UnsafeCell` and reports any two that are not ordered by happens-before.
+/// The value travels in a relaxed atomic, so reading it needs no raw pointer.
+pub struct PlainField {
+    access: loom::cell::UnsafeCell<()>,
+    value: loom::sync::atomic::AtomicU64,
+}
+
+impl PlainField {
+    pub fn new(value: u64) -> Self {
+        PlainField {
+            access: loom::cell::UnsafeCell::new(()),
+            value: loom::sync::atomic::AtomicU64::new(value),
+        }
+    }
+    pub fn read(&self) -> u64 {
+        self.access
+            .with(|_| self.value.load(loom::sync::atomic::Ordering::Relaxed))
+    }
+    pub fn write(&self, value: u64) {
+        self.access.with_mut(|_| {
+            self.value
+                .store(value, loom::sync::atomic::Ordering::Relaxed)
+        })
+    }
+}

@@ -8,38 +8,14 @@
 //! engineer can match them line by line.
 #![cfg(loom)]
 
-use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use sqlkiller::{KillSignal, SqlKiller};
-use sqlkiller_loom_tests::assert_rejected;
+use sqlkiller_loom_tests::{assert_rejected, PlainField};
 
 const QUERY_INTERRUPTED: u32 = 1;
 const MAX_EXEC_TIME_EXCEEDED: u32 = 2;
-
-/// A plain (non-atomic) Go field: loom tracks every access through an
-/// `UnsafeCell` and reports any two that are not ordered by happens-before.
-/// The value travels in a relaxed atomic, so reading it needs no raw pointer.
-struct PlainField {
-    access: UnsafeCell<()>,
-    value: AtomicU64,
-}
-
-impl PlainField {
-    fn new(value: u64) -> Self {
-        PlainField {
-            access: UnsafeCell::new(()),
-            value: AtomicU64::new(value),
-        }
-    }
-    fn read(&self) -> u64 {
-        self.access.with(|_| self.value.load(Relaxed))
-    }
-    fn write(&self, value: u64) {
-        self.access.with_mut(|_| self.value.store(value, Relaxed))
-    }
-}
 
 /// TiDB #55467: `SendKillSignal` logged the plain field `ConnID` while
 /// `ResetContextOfStmt` wrote it. Go's race detector caught it in

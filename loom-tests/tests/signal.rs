@@ -1,11 +1,11 @@
-//! Models of the signal itself (SPEC §5, I1–I6) on the real `SqlKiller`.
+//! Models of the signal itself (invariants I1–I6, listed in `src/state.rs`) on the real `SqlKiller`.
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicBool, Ordering::*};
 use loom::sync::Arc;
 use loom::thread;
 use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
-use sqlkiller_loom_tests::{check, Outcomes};
+use sqlkiller_loom_tests::{check, Outcomes, PlainField};
 
 use KillSignal::*;
 
@@ -364,6 +364,37 @@ fn seed_55467_conn_id_races_reset() {
                 other => panic!("logged a connection id nobody set: {other}"),
             }
             assert_eq!(killer.conn_id(), 2);
+        },
+    );
+}
+
+/// I2, what a kill publishes: a killer writes its own data (here a plain,
+/// non-atomic field, as a memory arbitrator's report would be) and then
+/// kills; a check that sees the kill may read that data. `handle_signal`
+/// loads Relaxed and fences with Acquire once it sees a kill: without the
+/// fence loom reports the unordered access (checked by hand).
+#[test]
+fn kill_publishes_what_the_killer_wrote_before() {
+    check(
+        "kill_publishes_what_the_killer_wrote_before",
+        None,
+        &["check saw kill", "check before kill"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let report = Arc::new(PlainField::new(0));
+            let (k, r) = (Arc::clone(&killer), Arc::clone(&report));
+            let arbitrator = thread::spawn(move || {
+                r.write(42);
+                let _ = k.send_kill_signal(KilledByMemArbitrator);
+            });
+            if killer.handle_signal().is_err() {
+                let value = report.read();
+                assert_eq!(value, 42);
+                seen.saw("check saw kill");
+            } else {
+                seen.saw("check before kill");
+            }
+            arbitrator.join().unwrap();
         },
     );
 }
