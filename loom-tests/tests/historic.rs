@@ -8,7 +8,7 @@
 //! engineer can match them line by line.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use loom::sync::atomic::{AtomicU32, Ordering::*};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use sqlkiller::{KillSignal, SqlKiller};
