@@ -114,19 +114,6 @@ fn hot_check(c: &mut Criterion) {
         flag.load(Relaxed)
     });
 
-    // What any per-call count costs: the floor plus an owner-local counter
-    // (a load and a store, as the probe's countdown does).
-    let countdown = AtomicU32::new(u32::MAX);
-    bench_checks(
-        &mut group,
-        "floor + owner-local countdown (load, store)",
-        || {
-            let left = countdown.load(Relaxed);
-            countdown.store(left.wrapping_sub(1), Relaxed);
-            flag.load(Relaxed)
-        },
-    );
-
     let killer = SqlKiller::new();
     bench_checks(&mut group, "sqlkiller: handle_signal", || {
         killer.handle_signal().is_err()
@@ -138,6 +125,15 @@ fn hot_check(c: &mut Criterion) {
         &mut group,
         "sqlkiller: handle_signal, probe installed",
         || probed.handle_signal().is_err(),
+    );
+
+    let deadline = SqlKiller::new();
+    deadline.set_max_execution_time(Some(Duration::from_secs(3600)));
+    deadline.reset();
+    bench_checks(
+        &mut group,
+        "sqlkiller: handle_signal, deadline armed",
+        || deadline.handle_signal().is_err(),
     );
 
     let token = CancellationToken::new();
@@ -174,6 +170,17 @@ fn kill_reset(c: &mut Criterion) {
 
     group.bench_function("sqlkiller: reset (not killed)", |b| {
         b.iter(|| black_box(&killer).reset())
+    });
+    let timed = SqlKiller::new();
+    timed.set_max_execution_time(Some(Duration::from_secs(3600)));
+    group.bench_function(
+        "sqlkiller: reset, max_execution_time armed (deadline per statement)",
+        |b| b.iter(|| black_box(&timed).reset()),
+    );
+    let probed = SqlKiller::new();
+    let _ = probed.set_connection_alive_probe(|| true);
+    group.bench_function("sqlkiller: reset, probe armed (interval per statement)", |b| {
+        b.iter(|| black_box(&probed).reset())
     });
     group.bench_function("sqlkiller: send_kill_signal + reset", |b| {
         b.iter(|| {
