@@ -179,9 +179,10 @@ fn kill_reset(c: &mut Criterion) {
     );
     let probed = SqlKiller::new();
     let _ = probed.set_connection_alive_probe(|| true);
-    group.bench_function("sqlkiller: reset, probe armed (interval per statement)", |b| {
-        b.iter(|| black_box(&probed).reset())
-    });
+    group.bench_function(
+        "sqlkiller: reset, probe armed (interval per statement)",
+        |b| b.iter(|| black_box(&probed).reset()),
+    );
     group.bench_function("sqlkiller: send_kill_signal + reset", |b| {
         b.iter(|| {
             let _ = black_box(&killer).send_kill_signal(KillSignal::QueryInterrupted);

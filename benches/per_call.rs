@@ -111,12 +111,24 @@ fn main() {
     let with_deadline = scans!(|| deadline.handle_signal().is_err());
     let worker = scans!(|| handle.handle_signal().is_err());
 
-    type Scan<'a> = (&'a str, &'a dyn Fn(&[u64]) -> u64, &'a dyn Fn(&[u64]) -> u64);
+    type Scan<'a> = (
+        &'a str,
+        &'a dyn Fn(&[u64]) -> u64,
+        &'a dyn Fn(&[u64]) -> u64,
+    );
     let variants: [Scan<'_>; 5] = [
         ("floor: AtomicBool::load(Relaxed)", &floor.0, &floor.1),
         ("sqlkiller: handle_signal", &ours.0, &ours.1),
-        ("sqlkiller: handle_signal, probe armed", &with_probe.0, &with_probe.1),
-        ("sqlkiller: handle_signal, deadline armed", &with_deadline.0, &with_deadline.1),
+        (
+            "sqlkiller: handle_signal, probe armed",
+            &with_probe.0,
+            &with_probe.1,
+        ),
+        (
+            "sqlkiller: handle_signal, deadline armed",
+            &with_deadline.0,
+            &with_deadline.1,
+        ),
         ("sqlkiller: KillHandle::handle_signal", &worker.0, &worker.1),
     ];
     // Keep the dyn-dispatched callers in the binary too (a third build shape).
@@ -129,7 +141,11 @@ fn main() {
             // Rotate the order each round so no variant always runs first.
             for k in 0..variants.len() {
                 let i = (round + k) % variants.len();
-                let scan = if pick == 0 { variants[i].1 } else { variants[i].2 };
+                let scan = if pick == 0 {
+                    variants[i].1
+                } else {
+                    variants[i].2
+                };
                 let start = Instant::now();
                 black_box(scan(black_box(&rows)));
                 samples[i].push(start.elapsed().as_nanos() as f64 / ROWS as f64);

@@ -1,0 +1,461 @@
+//! sqlkiller on a real engine: SQLite sessions running genuinely long
+//! statements, stopped by `KILL QUERY`, `max_execution_time` and a
+//! dead-client probe, wired the way a SQL server would wire them.
+//!
+//! - SQLite's progress handler calls `handle_signal`: the checkpoint.
+//! - The cancel hook calls SQLite's interrupt handle, so a kill stops the
+//!   statement even between checkpoints.
+//! - `reset` runs at every statement start.
+//! - A process list maps connection ids to `KillHandle`s; an admin thread
+//!   reads a session's statement (as SHOW PROCESSLIST would), waits, and
+//!   sends `KILL QUERY <id>` for exactly that statement.
+//! - Half the sessions run with `max_execution_time`, from the crate's
+//!   deadlines.
+//! - A liveness probe serves a client that hangs up.
+//! - A kill-immune section wraps each COMMIT.
+//!
+//! Run: `cargo run --release --example sessions [-- --duration 10 --sessions 4 --seed 1]`.
+//! Prints a progress line, then a summary; exits 1 if an invariant broke.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode};
+use sqlkiller::{KillError, KillHandle, KillOutcome, KillSignal, SqlKiller, StatementId};
+
+const USAGE: &str = "usage: sessions [--duration SECONDS] [--sessions N] [--seed N]
+  --duration SECONDS  how long to run (default 10, at most 3600)
+  --sessions N        concurrent SQL sessions (default 4, 1 to 64)
+  --seed N            seed of the workload (default 1)";
+
+/// `max_execution_time` of the sessions that have one.
+const MAX_EXECUTION_TIME: Duration = Duration::from_millis(400);
+/// How often the probe asks whether the client is still there.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+struct Args {
+    duration: Duration,
+    sessions: usize,
+    seed: u64,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        duration: Duration::from_secs(10),
+        sessions: 4,
+        seed: 1,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| -> Result<u64, String> {
+            let text = args.next().ok_or(format!("{name} needs a value"))?;
+            text.parse()
+                .map_err(|_| format!("{name}: not a number: {text:?}"))
+        };
+        match flag.as_str() {
+            "--duration" => match value("--duration")? {
+                secs @ 1..=3600 => parsed.duration = Duration::from_secs(secs),
+                secs => return Err(format!("--duration: {secs} is out of range")),
+            },
+            "--sessions" => match value("--sessions")? {
+                n @ 1..=64 => parsed.sessions = n as usize,
+                n => return Err(format!("--sessions: {n} is out of range")),
+            },
+            "--seed" => parsed.seed = value("--seed")?,
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(format!("unknown flag {other:?}")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// xorshift64: a deterministic workload, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What the sessions and the admin report, checked at the end.
+#[derive(Default)]
+struct Report {
+    statements: u64,
+    completed: u64,
+    commits: u64,
+    /// Statements that ended killed: by MySQL error code.
+    kills_by_code: BTreeMap<u16, u64>,
+    /// Kill (the cancel hook ran) → the query returned, per stopped query.
+    latencies: Vec<Duration>,
+    /// Kills that landed after the work was done (in a COMMIT's kill-immune
+    /// section, or as the statement finished): reported, nothing to stop.
+    reported_after_work: u64,
+    /// Every statement that ended killed, with the code it returned.
+    killed: HashMap<(u64, StatementId), u16>,
+    /// `KILL QUERY`s that returned `Sent`, and those refused as `Stale`.
+    admin_sent: Vec<(u64, StatementId)>,
+    stale_refused: u64,
+    already_killed: u64,
+    hang_ups: u64,
+    violations: Vec<String>,
+}
+
+/// One client connection's session.
+struct Session {
+    conn_id: u64,
+    db: Connection,
+    killer: Arc<SqlKiller>,
+    interrupt: Arc<rusqlite::InterruptHandle>,
+    client_alive: Arc<AtomicBool>,
+    has_deadline: bool,
+    rng: Rng,
+}
+
+impl Session {
+    fn open(
+        conn_id: u64,
+        seed: u64,
+        process_list: &Mutex<HashMap<u64, (KillHandle, Arc<AtomicBool>)>>,
+    ) -> Session {
+        let mut db = Connection::open_in_memory().expect("open SQLite");
+        db.execute_batch(
+            "CREATE TABLE t(x INTEGER PRIMARY KEY, y INTEGER);
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000)
+             INSERT INTO t SELECT x, x * 7919 % 1000 FROM c;
+             CREATE TABLE log(id INTEGER PRIMARY KEY, v INTEGER);",
+        )
+        .expect("set up SQLite");
+        let killer = Arc::new(SqlKiller::new());
+        killer.set_conn_id(conn_id);
+        // The checkpoint: SQLite calls this every 1,000 virtual-machine steps.
+        let check = Arc::clone(&killer);
+        db.progress_handler(1_000, Some(move || check.handle_signal().is_err()))
+            .expect("progress handler");
+        let has_deadline = conn_id.is_multiple_of(2);
+        if has_deadline {
+            killer.set_max_execution_time(Some(MAX_EXECUTION_TIME));
+        }
+        // The liveness probe: a client that hangs up is noticed within an interval.
+        let client_alive = Arc::new(AtomicBool::new(true));
+        killer.set_probe_interval(PROBE_INTERVAL);
+        let alive = Arc::clone(&client_alive);
+        let _probe = killer.set_connection_alive_probe(move || alive.load(SeqCst));
+        process_list
+            .lock()
+            .unwrap()
+            .insert(conn_id, (killer.handle(), Arc::clone(&client_alive)));
+        Session {
+            conn_id,
+            interrupt: Arc::new(db.get_interrupt_handle()),
+            db,
+            killer,
+            client_alive,
+            has_deadline,
+            rng: Rng(seed ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+        }
+    }
+
+    /// Runs statements until `until`.
+    fn run(mut self, until: Instant, report: &Mutex<Report>) {
+        while Instant::now() < until {
+            self.statement(report);
+        }
+    }
+
+    fn statement(&mut self, report: &Mutex<Report>) {
+        let started = Instant::now();
+        self.killer.reset(); // the statement boundary
+        let stmt = self.killer.statement();
+        // The cancel hook: a kill interrupts SQLite at once, and stamps the time.
+        let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (stamp, interrupt) = (Arc::clone(&killed_at), Arc::clone(&self.interrupt));
+        let _ = self.killer.set_cancel_hook(move || {
+            *stamp.lock().unwrap() = Some(Instant::now());
+            interrupt.interrupt();
+        });
+        let result = match self.rng.below(3) {
+            0 => self.recursive_count(),
+            1 => self.big_join(),
+            _ => self.write_and_commit(report),
+        };
+        let now = Instant::now();
+        let check = self.killer.handle_signal();
+        let mut report = report.lock().unwrap();
+        report.statements += 1;
+        match (result, check) {
+            (Ok(()), Ok(())) => report.completed += 1,
+            (Ok(()), Err(err)) => {
+                report.reported_after_work += 1;
+                self.killed(&mut report, stmt, &err, started, *killed_at.lock().unwrap());
+            }
+            (Err(QueryError::Interrupted), Err(err)) => {
+                let at = *killed_at.lock().unwrap();
+                match at {
+                    Some(at) => report.latencies.push(now.saturating_duration_since(at)),
+                    None => report.violations.push(format!(
+                        "conn {}: {stmt} stopped, its hook never ran",
+                        self.conn_id
+                    )),
+                }
+                self.killed(&mut report, stmt, &err, started, at);
+            }
+            (Err(QueryError::Interrupted), Ok(())) => report.violations.push(format!(
+                "conn {}: {stmt} was interrupted without a kill",
+                self.conn_id
+            )),
+            (Err(QueryError::Sql(e)), _) => report.violations.push(format!(
+                "conn {}: {stmt}: unexpected SQL error {e}",
+                self.conn_id
+            )),
+        }
+    }
+
+    /// Records a killed statement and checks that its error fits its cause.
+    fn killed(
+        &self,
+        report: &mut Report,
+        stmt: StatementId,
+        err: &KillError,
+        started: Instant,
+        killed_at: Option<Instant>,
+    ) {
+        let code = err.code();
+        *report.kills_by_code.entry(code).or_default() += 1;
+        report.killed.insert((self.conn_id, stmt), code);
+        if err.signal() == KillSignal::MaxExecTimeExceeded {
+            let ran = killed_at
+                .unwrap_or(started)
+                .saturating_duration_since(started);
+            if !self.has_deadline || ran < MAX_EXECUTION_TIME {
+                report.violations.push(format!(
+                    "conn {}: {stmt} killed by a deadline after {ran:?}",
+                    self.conn_id
+                ));
+            }
+        }
+        if !self.client_alive.load(SeqCst) {
+            // The client that hung up is gone; the next statement is a new client's.
+            self.client_alive.store(true, SeqCst);
+        }
+    }
+
+    /// A recursive CTE of a few million rows (about 0.1 to 1 s).
+    fn recursive_count(&mut self) -> Result<(), QueryError> {
+        let n = 500_000 + self.rng.below(6_000_000);
+        let sql = format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n})
+             SELECT sum(x) FROM c"
+        );
+        self.db
+            .query_row(&sql, [], |row| row.get::<_, i64>(0))
+            .map(drop)
+            .map_err(QueryError::from)
+    }
+
+    /// A join of two slices of `t` without an index to use.
+    fn big_join(&mut self) -> Result<(), QueryError> {
+        let rows = 300 + self.rng.below(2_200);
+        let sql = format!(
+            "SELECT count(*) FROM t a, t b
+             WHERE a.x <= {rows} AND b.x <= {rows} AND (a.y + b.y) % 97 = 1"
+        );
+        self.db
+            .query_row(&sql, [], |row| row.get::<_, i64>(0))
+            .map(drop)
+            .map_err(QueryError::from)
+    }
+
+    /// A short write, then its COMMIT inside a kill-immune section: once the
+    /// COMMIT starts, a kill must not turn it into an error.
+    fn write_and_commit(&mut self, report: &Mutex<Report>) -> Result<(), QueryError> {
+        self.db.execute_batch("BEGIN")?;
+        let work = (|| {
+            let v = self.rng.below(1_000) as i64;
+            self.db.execute("INSERT INTO log(v) VALUES (?1)", [v])?;
+            self.db
+                .query_row("SELECT count(*) FROM log WHERE v % 3 = 1", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(drop)
+        })();
+        if let Err(e) = work {
+            let _ = self.db.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        let commit = self.killer.kill_immune();
+        let committed = self.db.execute_batch("COMMIT");
+        commit.release();
+        committed?;
+        report.lock().unwrap().commits += 1;
+        Ok(())
+    }
+}
+
+enum QueryError {
+    Interrupted,
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::OperationInterrupted) => QueryError::Interrupted,
+            _ => QueryError::Sql(e),
+        }
+    }
+}
+
+/// The admin: `KILL QUERY` aimed at the statement a process list showed,
+/// and now and then a client that hangs up.
+fn admin(
+    until: Instant,
+    seed: u64,
+    process_list: &Mutex<HashMap<u64, (KillHandle, Arc<AtomicBool>)>>,
+    report: &Mutex<Report>,
+) {
+    let mut rng = Rng(seed.wrapping_mul(31) | 1);
+    while Instant::now() < until {
+        thread::sleep(Duration::from_millis(20 + rng.below(150)));
+        let (conn_id, handle, alive) = {
+            let list = process_list.lock().unwrap();
+            let conn_id = 1 + rng.below(list.len() as u64);
+            let (handle, alive) = &list[&conn_id];
+            (conn_id, handle.clone(), Arc::clone(alive))
+        };
+        if rng.below(8) == 0 {
+            alive.store(false, SeqCst); // the client hangs up
+            report.lock().unwrap().hang_ups += 1;
+            continue;
+        }
+        let shown = handle.statement(); // SHOW PROCESSLIST
+        thread::sleep(Duration::from_millis(rng.below(40))); // the DBA types KILL
+        let outcome = handle.kill_statement(shown, KillSignal::QueryInterrupted);
+        let mut report = report.lock().unwrap();
+        match outcome {
+            KillOutcome::Sent => report.admin_sent.push((conn_id, shown)),
+            KillOutcome::Stale => report.stale_refused += 1,
+            _ => report.already_killed += 1,
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("sessions: {message}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{} SQLite sessions for {:?} (seed {}): KILL QUERY from an admin thread, \
+         max_execution_time {MAX_EXECUTION_TIME:?} on even connections, clients that hang up",
+        args.sessions, args.duration, args.seed
+    );
+    let start = Instant::now();
+    let until = start + args.duration;
+    let report = Mutex::new(Report::default());
+    let process_list = Mutex::new(HashMap::new());
+    let sessions: Vec<Session> = (1..=args.sessions as u64)
+        .map(|id| Session::open(id, args.seed, &process_list))
+        .collect();
+    let done = AtomicU64::new(0);
+    thread::scope(|s| {
+        for session in sessions {
+            let (report, done) = (&report, &done);
+            s.spawn(move || {
+                session.run(until, report);
+                done.fetch_add(1, SeqCst);
+            });
+        }
+        s.spawn(|| admin(until, args.seed, &process_list, &report));
+        while done.load(SeqCst) < args.sessions as u64 {
+            thread::sleep(Duration::from_millis(250));
+            let r = report.lock().unwrap();
+            let kills: u64 = r.kills_by_code.values().sum();
+            eprint!(
+                "\r{:5.1} s  statements {:5}  kills {:4}  stale kills refused {:3}  violations {}",
+                start.elapsed().as_secs_f64(),
+                r.statements,
+                kills,
+                r.stale_refused,
+                r.violations.len()
+            );
+        }
+        eprintln!();
+    });
+
+    let mut r = report.into_inner().unwrap();
+    for (conn_id, stmt) in &r.admin_sent {
+        match r.killed.get(&(*conn_id, *stmt)) {
+            Some(1317) => {}
+            other => r.violations.push(format!(
+                "KILL QUERY {conn_id} of {stmt} returned Sent, but the statement ended with {other:?}"
+            )),
+        }
+    }
+    r.latencies.sort();
+    println!("statements run:         {}", r.statements);
+    println!(
+        "  completed:            {} ({} COMMITs in kill-immune sections)",
+        r.completed, r.commits
+    );
+    println!("kills, by signal:");
+    for (code, count) in &r.kills_by_code {
+        let signal = match code {
+            1317 => "QueryInterrupted (KILL QUERY, or the client hung up)",
+            3024 => "MaxExecTimeExceeded (max_execution_time)",
+            _ => "other",
+        };
+        println!("  error {code} {signal}: {count}");
+    }
+    println!(
+        "  of which reported after the work was done (COMMIT, or just finished): {}",
+        r.reported_after_work
+    );
+    println!(
+        "KILL QUERY sent:        {} (clients hung up: {})",
+        r.admin_sent.len(),
+        r.hang_ups
+    );
+    println!(
+        "stale kills refused:    {} (the statement had ended before the KILL)",
+        r.stale_refused
+    );
+    println!(
+        "kills that lost a race: {} (AlreadyKilled)",
+        r.already_killed
+    );
+    println!(
+        "kill -> query stopped:  p50 {:?}, p99 {:?} ({} queries stopped mid-run)",
+        percentile(&r.latencies, 0.5),
+        percentile(&r.latencies, 0.99),
+        r.latencies.len()
+    );
+    println!("invariant violations:   {}", r.violations.len());
+    for v in r.violations.iter().take(20) {
+        println!("  {v}");
+    }
+    if r.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
