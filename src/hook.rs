@@ -69,9 +69,8 @@ impl SqlKiller {
     /// here, if the kill won before the hook was installed (TiDB PR #70608
     /// lost exactly that case). It never runs after the `reset` that ends
     /// the statement has returned, and no lock of the killer is held while
-    /// it runs, so it may call back into the killer (except `reset` and
-    /// `kill_immune`, which would wait for the hook itself: those panic with
-    /// a clear message).
+    /// it runs, so it may call back into the killer (except `reset`, which
+    /// would wait for the hook itself: it panics with a clear message).
     ///
     /// A statement has one hook: installing another before the kill drops
     /// the previous one un-run. Hooks installed after a kill inside a

@@ -34,9 +34,9 @@
 //! # Where user code runs, and where its panics go
 //!
 //! No lock of the killer is held while user code runs, so every callback
-//! may call back into the killer (but `reset` and `kill_immune` from inside
-//! the killer's own hook or waker panic with a clear message, as they would
-//! wait for themselves). No destructor of this crate runs user code, other
+//! may call back into the killer (but `reset` from inside the killer's own
+//! hook or waker panics with a clear message, as it would wait for itself;
+//! `kill_immune` from there enters the section without waiting). No destructor of this crate runs user code, other
 //! than dropping the user values it owns (a `KillEvent` drops its waker).
 //! A panic in a callback never wedges `reset`, a kill-immune guard or a
 //! waiter, never skips another waiter's wake-up, and never aborts the
@@ -49,6 +49,8 @@
 //! | liveness probe | the caller of [`handle_signal`](SqlKiller::handle_signal) or [`check_connection_alive`](SqlKiller::check_connection_alive) | reaches that caller; the probe stays installed |
 //! | finish function | the caller of [`finish_result_set`](SqlKiller::finish_result_set) | reaches that caller; the function is removed, a waiting [`clear_finish_func`](SqlKiller::clear_finish_func) is released |
 //! | a hook's or waker's drop | `reset`, which drops the old statement's hook un-run and wakes its waiters | reaches `reset`'s caller after the statement has ended |
+//! | hook or waker of a deadline's kill | the timer thread, or the caller of [`ManualClock::advance`] | contained (dropped): the timer goes on serving every session |
+//! | anything run by dropping [`SqlKiller`] | the dropping thread | contained (dropped): a destructor must not panic while unwinding |
 //!
 //! When several callbacks of one kill panic, the first panic is resumed and
 //! the others are dropped. A port to a language where an unrecovered panic

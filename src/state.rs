@@ -111,8 +111,8 @@
 //! blocks on `SqlKiller::progress`) only while the word says `Killing` or a
 //! hook is running, and neither the killer nor a hook runner waits for
 //! anything the owner holds. The waits a callback could close on itself
-//! fail loudly instead: `reset` or `kill_immune` from inside this killer's
-//! own hook or waker panics, and the finish-function calls return
+//! fail loudly instead: `reset` from inside this killer's own hook or waker
+//! panics (`kill_immune` from there does not wait), and the finish-function calls return
 //! `FinishError::Reentrant` from inside the finish function.
 
 use crate::{KillPhase, KillSignal};

@@ -9,7 +9,7 @@
 //!   winner's `KILLED` RMW is later in the word's order, so it reads
 //!   `PARKED`, and then takes the lock before it notifies: the owner
 //!   either saw `KILLED` (and never blocked) or is already waiting when the
-//!   notification comes. Model: `reset_parks_while_a_hook_runs`.
+//!   notification comes. Model: `hook_races_reset`.
 //! - **A hook taken out of the table and still running** (`hook_runners`
 //!   above zero, e.g. a hook run at install on another thread). Both sides
 //!   work under the side-table lock: the owner sets `owner_parked` and
@@ -27,12 +27,12 @@ use crate::loom::{lock, wait, Backoff};
 use crate::side::table;
 use crate::state::State;
 
-/// The panic message of a `reset` or `kill_immune` that would wait for the
-/// very callback it is called from.
+/// The panic message of a `reset` that would wait for the very callback it
+/// is called from. (`kill_immune` called from there does not wait: it is
+/// part of that kill, and enters the section at once.)
 pub(crate) const WAIT_FROM_OWN_CALLBACK: &str =
-    "sqlkiller: reset or kill_immune called from inside this killer's own cancel hook or \
-     waker; those run while their statement is being killed, and reset and kill_immune wait \
-     for that kill to finish";
+    "sqlkiller: reset called from inside this killer's own cancel hook or waker; those run \
+     while their statement is being killed, and reset waits for that kill to finish";
 
 impl Shared {
     /// Blocks until the kill of `seen`'s generation has published every

@@ -1,4 +1,4 @@
-//! The public API of the signal: outcomes, phases, errors (SPEC §6), bad input.
+//! The public API of the signal: outcomes, phases, errors (codes, SQLSTATEs, messages), bad input.
 
 use sqlkiller::{InvalidKillSignal, KillError, KillOutcome, KillPhase, KillSignal, SqlKiller};
 

@@ -251,7 +251,7 @@ fn thread_cpu_ticks() -> Option<u64> {
 
 /// Failure 4: `reset` waiting for a slow hook yield-spun for its whole run
 /// (a 500 ms hook cost the owner about 300 ms of CPU). It must block: here
-/// it may use at most 10% of the wait (SPEC budget), measured as the owner
+/// it may use at most 10% of the wait (the budget of docs/BENCHMARKS.md), measured as the owner
 /// thread's own CPU time. Not a timing threshold: a parked thread uses none.
 #[test]
 fn reset_waiting_for_a_slow_hook_does_not_burn_a_core() {

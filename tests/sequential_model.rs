@@ -1,7 +1,7 @@
 //! Model-based test of the single-threaded semantics: random sequences of
 //! kills, targeted kills (current and stale), checks, resets, kill events,
 //! cancel hooks and kill-immune sections, each compared step by step with a
-//! small reference model written from the contract (SPEC §3–§4, README
+//! small reference model written from the contract (the crate docs and README
 //! "Decisions"). The loom models cover the races; this covers the
 //! combinations.
 

@@ -527,10 +527,11 @@ fn broken_waker_replaced_in_two_steps() {
 
 // ---- the probe path of handle_signal ---------------------------------------
 
-/// I3 for the probe path of `handle_signal`: a parallel worker checks the
-/// killer (its probe says the client is gone) while the owner resets. The
-/// probe's kill is aimed at the statement it probed, so the new statement
-/// is killed only if the probe ran in it.
+/// I3 for the probe path of `handle_signal` (interval zero: the probe is
+/// due at every check): the owner's check runs the probe (the client is
+/// gone) on one thread while a `reset` runs on another — a misuse of the
+/// owner's type, and still safe: the probe's kill is aimed at the statement
+/// it probed, so the new statement is killed only if the probe ran in it.
 #[test]
 fn probe_path_of_handle_signal_races_reset() {
     check(

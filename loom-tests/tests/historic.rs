@@ -1,4 +1,4 @@
-//! Deliberately broken models: TiDB's historic `SQLKiller` bugs (SPEC §1),
+//! Deliberately broken models: TiDB's historic `SQLKiller` bugs,
 //! each ported to a few lines of loom, each rejected by loom.
 //!
 //! Every test here passes *only because loom finds the bug*: if a broken

@@ -1,4 +1,4 @@
-//! Models of the side channels (SPEC §5: I2 for waiters, I6, I7, I8, I9) on
+//! Models of the side channels (invariants I2 for waiters, I6, I7, I8, I9; see `src/state.rs`) on
 //! the real `SqlKiller`. Broken twins are in `historic.rs`.
 #![cfg(loom)]
 
