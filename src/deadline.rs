@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::killer::Shared;
 use crate::loom::atomic::Ordering::Relaxed;
 use crate::state::State;
-use crate::time::{nanos, NEVER};
+use crate::time::nanos;
 use crate::SqlKiller;
 
 impl SqlKiller {
@@ -85,15 +85,13 @@ impl Shared {
         }
         let next = ended.next_generation();
         let limit = self.max_exec.load(Relaxed);
-        // Armed for the next statement, or disarmed if the last one had a
-        // deadline (a statement timeout ends with its statement).
-        if limit != 0 || self.deadline_at.load(Relaxed) != NEVER {
-            let at = match limit {
-                0 => NEVER,
-                limit => self.now().saturating_add(limit),
-            };
+        if limit != 0 {
+            let at = self.now().saturating_add(limit);
             self.arm_deadline(next.generation(), at);
         }
+        // Without a limit nothing is armed: a deadline the last statement
+        // had (a statement timeout) may still fire, as a kill of that
+        // statement, which has ended: `Stale`, no effect.
         if ended.has(State::PROBE) {
             self.restart_probe_interval(next);
         }

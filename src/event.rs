@@ -279,15 +279,19 @@ impl Registration {
                 // No deadline: a plain park, no kernel timer to arm and cancel.
                 None => thread::park(),
                 Some(left) if !left.is_zero() => thread::park_timeout(left),
-                Some(_) => return self.give_up(shared),
+                Some(_) => {
+                    self.forget_thread(shared);
+                    return None;
+                }
             }
         }
     }
 
     /// Ends a timed-out wait: keeps the registration but forgets the
-    /// parked thread. (An outcome that arrives meanwhile stays in the
-    /// entry for the next wait or poll.)
-    fn give_up(&mut self, shared: &Shared) -> Option<WaitOutcome> {
+    /// parked thread, so a later kill does not unpark a thread that is no
+    /// longer waiting. (An outcome that arrives meanwhile stays in the entry
+    /// for the next wait or poll.)
+    fn forget_thread(&mut self, shared: &Shared) {
         let old = {
             let mut side = lock(&shared.side);
             let waiter = table(&mut side)
@@ -297,7 +301,6 @@ impl Registration {
             waiter.map(|w| std::mem::replace(&mut w.wake, Wake::Nobody))
         };
         drop(old);
-        None
     }
 
     /// Removes the entry, if it is still in the table.

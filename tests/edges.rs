@@ -597,3 +597,26 @@ fn concurrent_finish_calls_wait_for_each_other() {
     );
     assert_eq!(runs.load(SeqCst), 2);
 }
+
+/// A wait that timed out forgets its thread: a later kill leaves no unpark
+/// token behind for a thread that is no longer waiting (its next, unrelated
+/// `park_timeout` sleeps its full time).
+#[test]
+fn a_timed_out_wait_leaves_no_stray_unpark() {
+    let killer = Arc::new(SqlKiller::new());
+    let mut event = killer.kill_event();
+    assert_eq!(event.wait_timeout(Duration::from_millis(1)), None);
+    let k = Arc::clone(&killer);
+    let sent = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
+    assert_eq!(sent.join().unwrap(), KillOutcome::Sent);
+    let start = std::time::Instant::now();
+    thread::park_timeout(Duration::from_millis(200));
+    assert!(
+        start.elapsed() >= Duration::from_millis(100),
+        "the kill unparked a thread whose wait had ended"
+    );
+    assert_eq!(
+        event.try_outcome(),
+        Some(WaitOutcome::Killed(QueryInterrupted))
+    );
+}
