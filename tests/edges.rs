@@ -61,6 +61,21 @@ fn register_panicking_waiter(killer: &Arc<SqlKiller>) -> impl Send {
     (finish, handle)
 }
 
+/// A thread blocked in `KillEvent::wait` on the current statement,
+/// registered (and, after a short pause, most likely parked) on return.
+fn spawn_blocked_waiter(killer: &Arc<SqlKiller>) -> thread::JoinHandle<WaitOutcome> {
+    let (ready_tx, ready) = mpsc::channel();
+    let k = Arc::clone(killer);
+    let blocked = thread::spawn(move || {
+        let mut event = k.kill_event();
+        ready_tx.send(()).unwrap();
+        event.wait()
+    });
+    ready.recv().unwrap();
+    thread::sleep(Duration::from_millis(20)); // let it park
+    blocked
+}
+
 /// Failure 1 of the edges issue: a kill wakes a future's waker that panics.
 /// That must not leave the hook counted as running (`reset` and
 /// `kill_immune` spun for ever), skip the later waiters (a blocked thread
@@ -71,15 +86,7 @@ fn a_panicking_waker_wedges_nothing_and_skips_nobody() {
     let _panicky = register_panicking_waiter(&killer);
 
     // A thread blocked on the same statement, registered after the waker.
-    let (ready_tx, ready) = mpsc::channel();
-    let k = Arc::clone(&killer);
-    let blocked = thread::spawn(move || {
-        let mut event = k.kill_event();
-        ready_tx.send(()).unwrap();
-        event.wait()
-    });
-    ready.recv().unwrap();
-    thread::sleep(Duration::from_millis(20)); // let it park
+    let blocked = spawn_blocked_waiter(&killer);
 
     let hook_ran = Arc::new(AtomicBool::new(false));
     let h = Arc::clone(&hook_ran);
@@ -114,15 +121,7 @@ fn a_panicking_waker_wedges_nothing_and_skips_nobody() {
 fn a_panicking_waker_woken_by_reset_skips_nobody() {
     let killer = Arc::new(SqlKiller::new());
     let _panicky = register_panicking_waiter(&killer);
-    let (ready_tx, ready) = mpsc::channel();
-    let k = Arc::clone(&killer);
-    let blocked = thread::spawn(move || {
-        let mut event = k.kill_event();
-        ready_tx.send(()).unwrap();
-        event.wait()
-    });
-    ready.recv().unwrap();
-    thread::sleep(Duration::from_millis(20));
+    let blocked = spawn_blocked_waiter(&killer);
     let first = killer.statement();
     let caught = catch_unwind(AssertUnwindSafe(|| killer.reset()));
     assert!(caught.is_err(), "the waker's panic reaches reset's caller");
@@ -495,15 +494,7 @@ fn owed_side_effects_are_served_once_by_the_first_owner_operation() {
 #[test]
 fn a_timed_out_waiter_leaves_other_waiters_registered() {
     let killer = Arc::new(SqlKiller::new());
-    let (ready_tx, ready) = mpsc::channel();
-    let k = Arc::clone(&killer);
-    let blocked = thread::spawn(move || {
-        let mut event = k.kill_event();
-        ready_tx.send(()).unwrap();
-        event.wait()
-    });
-    ready.recv().unwrap();
-    thread::sleep(Duration::from_millis(20)); // let it park
+    let blocked = spawn_blocked_waiter(&killer);
     let mut impatient = killer.kill_event();
     assert_eq!(impatient.wait_timeout(Duration::from_millis(5)), None);
     assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);

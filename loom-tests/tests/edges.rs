@@ -13,7 +13,6 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
 
 use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 use loom::sync::{Arc, Mutex};
@@ -527,51 +526,9 @@ fn broken_waker_replaced_in_two_steps() {
 
 // ---- the probe path of handle_signal ---------------------------------------
 
-/// I3 for the probe path of `handle_signal` (interval zero: the probe is
-/// due at every check): the owner's check runs the probe (the client is
-/// gone) on one thread while a `reset` runs on another — a misuse of the
-/// owner's type, and still safe: the probe's kill is aimed at the statement
-/// it probed, so the new statement is killed only if the probe ran in it.
-#[test]
-fn probe_path_of_handle_signal_races_reset() {
-    check(
-        "probe_path_of_handle_signal_races_reset",
-        None,
-        &["probe in old statement", "probe in new statement"],
-        |seen| {
-            let killer = Arc::new(SqlKiller::new());
-            let first = killer.statement().as_u64();
-            killer.set_probe_interval(Duration::ZERO); // every check probes: no clock
-            let probed = Arc::new(loom::sync::atomic::AtomicU64::new(u64::MAX));
-            let (p, k) = (Arc::clone(&probed), Arc::clone(&killer));
-            let _ = killer.set_connection_alive_probe(move || {
-                p.store(k.statement().as_u64(), Relaxed);
-                false
-            });
-            let k = Arc::clone(&killer);
-            let worker = thread::spawn(move || k.handle_signal().is_err());
-            killer.reset();
-            let failed = worker.join().unwrap();
-            assert!(failed || killer.statement().as_u64() == first + 1);
-            let probed_in = probed.load(Relaxed);
-            if killer.kill_signal().is_some() {
-                assert_eq!(
-                    probed_in,
-                    first + 1,
-                    "a probe of the old statement killed the new one"
-                );
-            }
-            killer.clear_connection_alive_probe(); // the probe holds an Arc of the killer
-            seen.saw(if probed_in == first {
-                "probe in old statement"
-            } else {
-                "probe in new statement"
-            });
-        },
-    );
-}
-
-/// Broken twin: the probe path kills with a plain, untargeted kill. A
+/// Broken twin of `side_channels::probe_races_reset` and
+/// `probe_path_of_handle_signal_races_reset`: the probe kills with a plain,
+/// untargeted kill. A
 /// probe that ran for the old statement lands its kill on the new one.
 #[test]
 fn broken_probe_kill_untargeted() {

@@ -216,11 +216,31 @@ fn finish_races_clear() {
 /// killed only if the probe ran in it.
 #[test]
 fn probe_races_reset() {
+    probe_on_another_thread_races_reset("probe_races_reset", |k| {
+        assert!(!k.check_connection_alive());
+    });
+}
+
+/// The same through the probe path of `handle_signal` (interval zero: the
+/// probe is due at every check), the owner's check run on one thread while
+/// a `reset` runs on another — a misuse of the owner's type, and still
+/// safe: the probe's kill is aimed at the statement it probed.
+#[test]
+fn probe_path_of_handle_signal_races_reset() {
+    probe_on_another_thread_races_reset("probe_path_of_handle_signal_races_reset", |k| {
+        let _ = k.handle_signal();
+    });
+}
+
+/// Installs a probe that says "dead" and records the statement it ran in,
+/// runs `probe` on another thread while the owner resets, and checks that
+/// the new statement is killed only if the probe ran in it.
+fn probe_on_another_thread_races_reset(name: &str, probe: fn(&SqlKiller)) {
     check(
-        "probe_races_reset",
+        name,
         None,
         &["probe in old statement", "probe in new statement"],
-        |seen| {
+        move |seen| {
             let killer = Arc::new(SqlKiller::new());
             let first = killer.statement().as_u64();
             let probed = Arc::new(AtomicU64::new(u64::MAX));
@@ -232,9 +252,9 @@ fn probe_races_reset() {
                 false // the client is gone
             });
             let k = Arc::clone(&killer);
-            let checker = thread::spawn(move || k.check_connection_alive());
+            let checker = thread::spawn(move || probe(&k));
             killer.reset();
-            assert!(!checker.join().unwrap());
+            checker.join().unwrap();
             let probed_in = probed.load(Relaxed);
             if killer.kill_signal().is_some() {
                 assert_eq!(
