@@ -296,3 +296,55 @@ fn statement_ids_of_two_sessions_never_match() {
     );
     assert_eq!(a.kill_signal(), None);
 }
+
+/// Every operation of a `KillHandle` reads and acts on its owner's killer.
+#[test]
+fn a_handle_sees_and_acts_on_its_session() {
+    let killer = SqlKiller::new();
+    let handle = killer.handle();
+    killer.set_conn_id(77);
+    assert_eq!(handle.conn_id(), 77);
+    killer.set_in_write_result_set(true);
+    assert!(handle.in_write_result_set());
+    killer.set_in_write_result_set(false);
+    assert!(!handle.in_write_result_set());
+    assert!(!handle.is_kill_immune());
+    let guard = killer.kill_immune();
+    assert!(handle.is_kill_immune());
+    guard.release();
+    assert!(!handle.is_kill_immune());
+    assert_eq!(handle.kill_signal(), None);
+    assert_eq!(handle.phase(), killer.phase());
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = std::sync::Arc::clone(&finished);
+    killer.set_finish_func(move || f.store(true, std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(handle.finish_result_set(), Ok(true));
+    assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
+    let _probe = killer.set_connection_alive_probe(|| true);
+    assert!(handle.check_connection_alive());
+    assert_eq!(
+        handle.send_kill_signal_with_reason(KilledByMemArbitrator, "pool p2"),
+        KillOutcome::Sent
+    );
+    assert_eq!(handle.kill_signal(), Some(KilledByMemArbitrator));
+    assert_eq!(
+        handle.handle_signal(),
+        Err(KillError::KilledByMemArbitrator {
+            reason: "pool p2".into(),
+            conn_id: 77
+        })
+    );
+    assert_eq!(killer.reset(), Some(KilledByMemArbitrator));
+    let stmt = handle.statement();
+    assert_eq!(
+        handle.kill_statement_with_reason(stmt, RunawayQueryExceeded, "too slow"),
+        KillOutcome::Sent
+    );
+    assert_eq!(
+        killer.handle_signal().unwrap_err().to_string(),
+        "Query execution was interrupted, identified as runaway query [too slow]"
+    );
+    let text = format!("{handle:?}");
+    assert!(text.starts_with("KillHandle"), "{text}");
+    assert!(text.contains("Killed(RunawayQueryExceeded)"), "{text}");
+}
