@@ -148,10 +148,11 @@ impl Drop for KillImmuneGuard<'_> {
             // An RMW: a kill whose CAS saw `IMMUNE` left its waiters and hook
             // to us; a kill after this sees no `IMMUNE` and serves them itself.
             let prev = State(killer.state.fetch_and(!State::IMMUNE, AcqRel));
-            if prev.signal().is_some() && prev.has(State::WAITERS | State::HOOK) {
-                // Owed to the owner's next operation. Only the owner reads
-                // `OWED`, and nothing of the owner's runs between these two
-                // RMWs; a kill or waiter racing them sees no `IMMUNE` and
+            if prev.signal().is_some() {
+                // Whatever the kill deferred (waiters, hook; maybe nothing)
+                // is owed to the owner's next operation. Only the owner
+                // reads `OWED`, and nothing of the owner's runs between these
+                // two RMWs; a kill or waiter racing them sees no `IMMUNE` and
                 // serves itself.
                 killer.state.fetch_or(State::OWED, AcqRel);
             }
@@ -161,6 +162,8 @@ impl Drop for KillImmuneGuard<'_> {
 
 impl std::fmt::Debug for KillImmuneGuard<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KillImmuneGuard").finish_non_exhaustive()
+        f.debug_struct("KillImmuneGuard")
+            .field("depth", &self.killer.immune_depth.load(Relaxed))
+            .finish()
     }
 }

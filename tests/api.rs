@@ -348,3 +348,22 @@ fn a_handle_sees_and_acts_on_its_session() {
     assert!(text.starts_with("KillHandle"), "{text}");
     assert!(text.contains("Killed(RunawayQueryExceeded)"), "{text}");
 }
+
+#[test]
+fn a_worker_check_passes_inside_a_kill_immune_section_and_probes_answer_through_handles() {
+    let killer = SqlKiller::new();
+    let worker = killer.handle();
+    let guard = killer.kill_immune();
+    assert_eq!(format!("{guard:?}"), "KillImmuneGuard { depth: 1 }");
+    assert_eq!(worker.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+    assert!(
+        worker.handle_signal().is_ok(),
+        "the COMMIT's workers are not interrupted"
+    );
+    guard.release();
+    assert_eq!(worker.handle_signal(), Err(KillError::QueryInterrupted));
+    killer.reset();
+    let _probe = killer.set_connection_alive_probe(|| false);
+    assert!(!worker.check_connection_alive());
+    assert_eq!(worker.kill_signal(), Some(QueryInterrupted));
+}

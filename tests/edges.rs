@@ -611,3 +611,17 @@ fn a_timed_out_wait_leaves_no_stray_unpark() {
         Some(WaitOutcome::Killed(QueryInterrupted))
     );
 }
+
+/// A timed wait sleeps: it does not spin until its deadline.
+#[test]
+fn a_timed_wait_does_not_burn_a_core() {
+    if thread_cpu_ticks().is_none() {
+        return;
+    }
+    let killer = SqlKiller::new();
+    let mut event = killer.kill_event();
+    let before = thread_cpu_ticks().unwrap();
+    assert_eq!(event.wait_timeout(Duration::from_millis(400)), None);
+    let ticks = thread_cpu_ticks().unwrap() - before;
+    assert!(ticks <= 4, "a 400 ms timed wait used {ticks} ticks of CPU");
+}
