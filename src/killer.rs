@@ -804,7 +804,7 @@ impl Drop for SqlKiller {
     /// here is contained: a destructor must not panic while unwinding.
     fn drop(&mut self) {
         let (_cleared, panics) = self.shared.end_statement(true);
-        panics.discard();
+        drop(panics); // contained: resuming in a destructor could abort
     }
 }
 

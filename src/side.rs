@@ -68,11 +68,6 @@ impl FirstPanic {
             panic::resume_unwind(panic);
         }
     }
-
-    /// Drops the panics kept (where resuming could abort: in a destructor).
-    pub(crate) fn discard(self) {
-        drop(self.0);
-    }
 }
 
 /// One registered kill event. Entries whose `outcome` is `None` belong to

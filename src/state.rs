@@ -268,6 +268,20 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_generation_phase_and_flags() {
+        let s = State::INITIAL
+            .next_generation()
+            .with(State::WAITERS | State::PROBE_DUE)
+            .killing(KillSignal::QueryInterrupted);
+        assert_eq!(
+            format!("{s:?}"),
+            "State { generation: 1, phase: Killing(QueryInterrupted), flags: 0x2040 }"
+        );
+        let all = State(u64::MAX);
+        assert!(format!("{all:?}").ends_with("flags: 0x3fe0 }"), "{all:?}");
+    }
+
+    #[test]
     fn generation_wraps_after_2_pow_50() {
         let last = State(!State::LOW_MASK);
         assert_eq!(last.generation(), (1 << 50) - 1);

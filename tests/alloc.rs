@@ -6,6 +6,7 @@
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
+use std::future::Future;
 
 use sqlkiller::{KillOutcome, KillSignal, SqlKiller};
 
@@ -49,6 +50,22 @@ fn new_allocates_once_and_statements_allocate_nothing() {
         KillOutcome::Stale
     );
     let stats = region.change();
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.reallocations, 0, "{stats:?}");
+
+    // One task waiting: its wake-up is kept inline, so the kill that wakes
+    // it allocates nothing either (registration allocates the table once).
+    let mut event = killer.kill_event();
+    let waker = std::task::Waker::noop();
+    let polled = std::pin::Pin::new(&mut event).poll(&mut std::task::Context::from_waker(waker));
+    assert!(polled.is_pending());
+    let region = Region::new(GLOBAL);
+    assert_eq!(
+        killer.send_kill_signal(KillSignal::QueryInterrupted),
+        KillOutcome::Sent
+    );
+    let stats = region.change();
+    drop(event);
     drop((killer, handle));
     assert_eq!(stats.allocations, 0, "{stats:?}");
     assert_eq!(stats.reallocations, 0, "{stats:?}");

@@ -197,6 +197,14 @@ fn phases_follow_the_state_machine() {
     let (g0, phase) = killer.phase();
     assert_eq!(phase, KillPhase::Idle);
     assert_eq!(phase.signal(), None);
+    assert_eq!(
+        KillPhase::Killing(QueryMemoryExceeded).signal(),
+        Some(QueryMemoryExceeded)
+    );
+    assert_eq!(
+        KillPhase::Killed(RunawayQueryExceeded).signal(),
+        Some(RunawayQueryExceeded)
+    );
     let _ = killer.send_kill_signal(RunawayQueryExceeded);
     assert_eq!(
         killer.phase(),
@@ -366,4 +374,32 @@ fn a_worker_check_passes_inside_a_kill_immune_section_and_probes_answer_through_
     let _probe = killer.set_connection_alive_probe(|| false);
     assert!(!worker.check_connection_alive());
     assert_eq!(worker.kill_signal(), Some(QueryInterrupted));
+}
+
+#[test]
+fn statement_ids_debug_as_session_and_number() {
+    let killer = SqlKiller::new();
+    let text = format!("{:?}", killer.statement());
+    assert!(
+        text.starts_with("StatementId(") && text.ends_with("#0)"),
+        "{text}"
+    );
+    killer.reset();
+    assert!(format!("{:?}", killer.statement()).ends_with("#1)"));
+    assert_eq!(killer.statement().to_string(), "statement #1");
+}
+
+/// A probe of one session may check another session's client: each
+/// killer's "already probing" mark is its own.
+#[test]
+fn a_probe_may_run_another_sessions_probe() {
+    let a = SqlKiller::new();
+    let b = std::sync::Arc::new(SqlKiller::new());
+    let _dead = b.set_connection_alive_probe(|| false);
+    let b2 = std::sync::Arc::clone(&b);
+    let _probe = a.set_connection_alive_probe(move || b2.check_connection_alive());
+    assert!(!a.check_connection_alive(), "b's probe ran from inside a's");
+    assert_eq!(b.kill_signal(), Some(QueryInterrupted));
+    assert_eq!(a.kill_signal(), Some(QueryInterrupted));
+    a.clear_connection_alive_probe(); // a's probe holds b
 }
