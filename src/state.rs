@@ -123,7 +123,7 @@ pub(crate) struct State(pub(crate) u64);
 
 impl State {
     /// A kill won this generation. Set only by the winning CAS; cleared only by `reset`.
-    pub(crate) const KILLING: u64 = 1 << 0;
+    pub(crate) const KILLING: u64 = 1;
     /// The winner has published every side effect. Set only by the winner
     /// (`fetch_or`, from a drop guard); `reset` waits for it.
     pub(crate) const KILLED: u64 = 1 << 1;
