@@ -214,3 +214,69 @@ fn many_sessions_each_at_its_own_deadline() {
         }
     }
 }
+
+/// On the real clock, through the process-wide timer thread: a deadline
+/// far away has not fired after a short while, and a near one fires (the
+/// bounds are wide: a loaded machine can only make the first pass more
+/// easily, and the second has ten seconds).
+#[test]
+fn the_real_timer_fires_deadlines_on_time_and_not_before() {
+    let far = SqlKiller::new();
+    far.set_statement_timeout(Duration::from_secs(30));
+    let near = SqlKiller::new();
+    near.set_statement_timeout(50 * MS);
+    let armed = std::time::Instant::now();
+    let mut event = near.kill_event();
+    assert_eq!(
+        event.wait_timeout(Duration::from_secs(10)),
+        Some(WaitOutcome::Killed(KillSignal::MaxExecTimeExceeded)),
+        "the near deadline never fired"
+    );
+    assert!(
+        armed.elapsed() >= 50 * MS,
+        "fired early: {:?}",
+        armed.elapsed()
+    );
+    assert_eq!(
+        far.kill_signal(),
+        None,
+        "a 30 s deadline fired after {:?}",
+        armed.elapsed()
+    );
+}
+
+/// The CPU ticks the timer thread has used, if this is Linux.
+fn timer_thread_ticks() -> Option<u64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() == "sqlkiller-timer" {
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            return Some(
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+            );
+        }
+    }
+    None
+}
+
+/// The timer thread sleeps until the earliest deadline: it does not spin.
+#[test]
+fn the_timer_thread_sleeps_while_it_waits() {
+    let killer = SqlKiller::new();
+    killer.set_statement_timeout(Duration::from_secs(60));
+    std::thread::sleep(20 * MS);
+    let Some(before) = timer_thread_ticks() else {
+        eprintln!("no /proc/self/task here: skipped");
+        return;
+    };
+    std::thread::sleep(400 * MS);
+    let used = timer_thread_ticks().unwrap() - before;
+    assert!(
+        used <= 4,
+        "the timer thread used {used} ticks of CPU in 400 ms"
+    );
+    drop(killer);
+}
