@@ -160,6 +160,8 @@ impl State {
     /// cleared by the owner when it runs the probe, and by `reset`.
     pub(crate) const PROBE_DUE: u64 = 1 << 13;
 
+    /// The phase bits.
+    const PHASE: u64 = Self::KILLING | Self::KILLED;
     /// Bits that `reset` keeps: they describe the session, not the statement.
     const STICKY: u64 = Self::PROBE | Self::IMMUNE;
     /// Bits whose generation-local data lives in the side table: a `reset`
@@ -194,7 +196,7 @@ impl State {
 
     /// A winner is still publishing side effects: `reset` must wait.
     pub(crate) const fn is_killing(self) -> bool {
-        self.0 & (Self::KILLING | Self::KILLED) == Self::KILLING
+        self.0 & Self::PHASE == Self::KILLING
     }
 
     pub(crate) const fn has(self, flags: u64) -> bool {
@@ -207,9 +209,11 @@ impl State {
         self.0 & Self::NOT_QUIET == 0
     }
 
-    /// `Killing(g, signal)` from `Idle(g)`, keeping every flag.
+    /// `Killing(g, signal)` from `Idle(g)`, keeping every flag. (Idle has
+    /// the phase and signal bits clear, so adding them sets them.)
     pub(crate) const fn killing(self, signal: KillSignal) -> State {
-        State(self.0 | Self::KILLING | ((signal as u64) << Self::SIGNAL_SHIFT))
+        let killing = Self::KILLING + ((signal as u64) << Self::SIGNAL_SHIFT);
+        State(self.0 + killing)
     }
 
     pub(crate) const fn with(self, flags: u64) -> State {
@@ -219,7 +223,8 @@ impl State {
     /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^50.
     pub(crate) const fn next_generation(self) -> State {
         let generation = (self.0 & !Self::LOW_MASK).wrapping_add(1 << Self::GEN_SHIFT);
-        State(generation | (self.0 & Self::STICKY))
+        // The generation and the sticky flags are disjoint: `+` is `|`.
+        State(generation + (self.0 & Self::STICKY))
     }
 }
 
