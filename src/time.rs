@@ -379,10 +379,9 @@ impl Shared {
     /// runs early in g + 1.
     fn mark_probe_due(&self, generation: u64) {
         let mut current = self.load_for_update();
-        while current.generation() == generation
-            && current.has(State::PROBE)
-            && !current.has(State::PROBE_DUE | State::CLOSED)
-        {
+        // (Already due, or a closed session: the CAS changes nothing that
+        // matters, so no test for those.)
+        while current.generation() == generation && current.has(State::PROBE) {
             let due = current.with(State::PROBE_DUE);
             match self
                 .state
