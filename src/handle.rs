@@ -97,7 +97,7 @@ impl KillHandle {
     /// let _ = killer.send_kill_signal(KillSignal::QueryMemoryExceeded);
     /// assert_eq!(worker.handle_signal().unwrap_err().code(), 8175);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn handle_signal(&self) -> Result<(), KillError> {
         self.shared.check_signal()
     }

@@ -586,13 +586,16 @@ impl Shared {
         if state.is_quiet() {
             return Ok(());
         }
-        fence(Acquire);
+        // Tell the compiler which way the checkpoint goes, so the caller's
+        // loop keeps the quiet case on its straight line in every build.
+        std::hint::cold_path();
         self.handle_signal_slow(state)
     }
 
     #[cold]
     #[inline(never)]
     fn handle_signal_slow(&self, state: State) -> Result<(), KillError> {
+        fence(Acquire); // see `handle_signal`
         let state = if state.has(State::PROBE_DUE) {
             self.run_due_probe(state)
         } else {
@@ -726,11 +729,15 @@ impl Shared {
 
     /// A worker's checkpoint: the signal of the current statement, unless
     /// inside a kill-immune section; no probe, no deferred delivery.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_signal(&self) -> Result<(), KillError> {
         // Relaxed and a fence, as in `handle_signal`.
         let state = State(self.state.load(Relaxed));
-        if state.signal().is_none() || state.has(State::IMMUNE) {
+        if state.is_unkilled() {
+            return Ok(());
+        }
+        std::hint::cold_path();
+        if state.has(State::IMMUNE) {
             return Ok(());
         }
         fence(Acquire);

@@ -209,6 +209,12 @@ impl State {
         self.0 & Self::NOT_QUIET == 0
     }
 
+    /// No signal in this generation (a worker's fast path).
+    #[inline(always)]
+    pub(crate) const fn is_unkilled(self) -> bool {
+        self.0 & Self::SIGNAL_MASK == 0
+    }
+
     /// `Killing(g, signal)` from `Idle(g)`, keeping every flag. (Idle has
     /// the phase and signal bits clear, so adding them sets them.)
     pub(crate) const fn killing(self, signal: KillSignal) -> State {
