@@ -15,12 +15,55 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
 fn new_allocates_once_and_statements_allocate_nothing() {
-    let region = Region::new(GLOBAL);
+    // `new` allocates one block (the first attempt also starts nothing
+    // else: no timer, no thread). Counted over a few attempts, for the
+    // reason given below.
+    let once = (0..3).any(|_| {
+        let region = Region::new(GLOBAL);
+        let killer = SqlKiller::new();
+        let handle = killer.handle();
+        let created = region.change();
+        drop((handle, killer));
+        created.allocations == 1
+    });
+    assert!(once, "SqlKiller::new allocated other than once");
     let killer = SqlKiller::new();
     let handle = killer.handle();
-    let created = region.change();
-    assert_eq!(created.allocations, 1, "new: one shared block {created:?}");
 
+    // A warm-up statement: with the `tracing` feature, tracing registers its
+    // call sites on first use (a one-time cost, not a per-statement one).
+    let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
+    let _ = killer.reset();
+    // The counter is process-wide: another thread of the test harness may
+    // allocate meanwhile. An allocation of ours would happen in every
+    // attempt; the budget holds if one attempt of 6,000 statements is clean.
+    let clean = (0..3).any(|_| statements_allocate_nothing(&killer, &handle));
+    assert!(
+        clean,
+        "every attempt allocated: see the stats printed above"
+    );
+
+    // One task waiting: its wake-up is kept inline, so the kill that wakes
+    // it allocates nothing either (registration allocates the table once).
+    let woke_clean = (0..3).any(|_| {
+        let mut event = killer.kill_event();
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(std::pin::Pin::new(&mut event).poll(&mut cx).is_pending());
+        let region = Region::new(GLOBAL);
+        let sent = killer.send_kill_signal(KillSignal::QueryInterrupted);
+        let stats = region.change();
+        assert_eq!(sent, KillOutcome::Sent);
+        drop(event);
+        let _ = killer.reset();
+        stats.allocations == 0 && stats.reallocations == 0
+    });
+    assert!(woke_clean, "a kill that wakes one task allocated");
+}
+
+/// 6,000 statements of kills, checks and resets, on the owner and through a
+/// handle; whether they allocated nothing.
+fn statements_allocate_nothing(killer: &SqlKiller, handle: &sqlkiller::KillHandle) -> bool {
     let region = Region::new(GLOBAL);
     killer.set_conn_id(7);
     for round in 0..1_000u32 {
@@ -50,23 +93,9 @@ fn new_allocates_once_and_statements_allocate_nothing() {
         KillOutcome::Stale
     );
     let stats = region.change();
-    assert_eq!(stats.allocations, 0, "{stats:?}");
-    assert_eq!(stats.reallocations, 0, "{stats:?}");
-
-    // One task waiting: its wake-up is kept inline, so the kill that wakes
-    // it allocates nothing either (registration allocates the table once).
-    let mut event = killer.kill_event();
-    let waker = std::task::Waker::noop();
-    let polled = std::pin::Pin::new(&mut event).poll(&mut std::task::Context::from_waker(waker));
-    assert!(polled.is_pending());
-    let region = Region::new(GLOBAL);
-    assert_eq!(
-        killer.send_kill_signal(KillSignal::QueryInterrupted),
-        KillOutcome::Sent
-    );
-    let stats = region.change();
-    drop(event);
-    drop((killer, handle));
-    assert_eq!(stats.allocations, 0, "{stats:?}");
-    assert_eq!(stats.reallocations, 0, "{stats:?}");
+    let clean = stats.allocations == 0 && stats.reallocations == 0;
+    if !clean {
+        eprintln!("allocated during 6,000 statements: {stats:?}");
+    }
+    clean
 }
