@@ -705,3 +705,97 @@ fn broken_probe_clear_unconditional() {
         },
     );
 }
+
+// ---- panicking probe and finish function ------------------------------------
+
+/// I6 and I8 with a finish function that panics while the owner clears it:
+/// the panic reaches the thread that ran it, `clear_finish_func` returns
+/// (it is not left waiting for a run that unwound), and the panicked
+/// function is removed.
+#[test]
+fn panicking_finish_races_clear() {
+    with_expected_panics(|| {
+        check(
+            "panicking_finish_races_clear",
+            None,
+            &["finish panicked", "cleared first"],
+            |seen| {
+                let killer = Arc::new(SqlKiller::new());
+                killer.set_finish_func(|| panic!("finish failed"));
+                let k = Arc::clone(&killer);
+                let finisher = thread::spawn(move || {
+                    catch_unwind(AssertUnwindSafe(|| k.finish_result_set())).is_err()
+                });
+                killer.clear_finish_func().unwrap();
+                let panicked = finisher.join().unwrap();
+                assert_eq!(killer.finish_result_set(), Ok(false));
+                seen.saw(if panicked {
+                    "finish panicked"
+                } else {
+                    "cleared first"
+                });
+            },
+        )
+    });
+}
+
+/// I6 and I3 with a probe that panics on a dead-connection checker's thread
+/// while the owner resets: the panic reaches the checker, `reset` returns,
+/// no statement is killed, and the probe stays installed.
+#[test]
+fn panicking_probe_races_reset() {
+    with_expected_panics(|| {
+        check(
+            "panicking_probe_races_reset",
+            None,
+            &["probe panicked"],
+            |seen| {
+                let killer = Arc::new(SqlKiller::with_clock(&ManualClock::new()));
+                let _probe = killer.set_connection_alive_probe(|| panic!("probe failed"));
+                let k = Arc::clone(&killer);
+                let checker = thread::spawn(move || {
+                    catch_unwind(AssertUnwindSafe(|| k.check_connection_alive())).is_err()
+                });
+                assert_eq!(killer.reset(), None);
+                assert!(
+                    checker.join().unwrap(),
+                    "the probe's panic reaches its caller"
+                );
+                assert_eq!(killer.kill_signal(), None);
+                assert!(
+                    catch_unwind(AssertUnwindSafe(|| killer.check_connection_alive())).is_err()
+                );
+                seen.saw("probe panicked");
+            },
+        )
+    });
+}
+
+/// Broken twin of `panicking_finish_races_clear`: the run marks itself
+/// finished only when the function returns normally, so a panic leaves it
+/// "running" and `clear_finish_func` would wait for ever (recorded, not
+/// slept).
+#[test]
+fn broken_finish_run_ended_only_on_return() {
+    assert_rejected(
+        "broken_finish_run_ended_only_on_return",
+        Some(2),
+        "would wait for ever",
+        || {
+            let running = Arc::new(AtomicBool::new(false));
+            let r = Arc::clone(&running);
+            let finisher = thread::spawn(move || {
+                r.store(true, Release);
+                let ran = catch_unwind(AssertUnwindSafe(|| panic!("finish failed")));
+                if ran.is_ok() {
+                    r.store(false, Release); // never reached: the run panicked
+                }
+            });
+            finisher.join().unwrap();
+            assert!(
+                !running.load(Acquire),
+                "clear_finish_func would wait for ever for a run that unwound"
+            );
+        },
+    );
+}
