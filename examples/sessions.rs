@@ -469,7 +469,7 @@ fn main() -> ExitCode {
     );
     println!(
         "kill -> query stopped:  p50 {:?}, p99 {:?} ({} queries stopped mid-run; \
-         {} more by a checkpoint before the hook ran)",
+         {} before their hook ran)",
         percentile(&r.latencies, 0.5),
         percentile(&r.latencies, 0.99),
         r.latencies.len(),
