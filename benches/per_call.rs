@@ -1,85 +1,112 @@
 //! The checkpoint measured as callers make it: one check per row of a scan,
-//! inside two different callers, interleaved round by round with the same
-//! scans checking a bare `AtomicBool::load(Relaxed)` (the floor), medians
-//! of many rounds. Complements `hot_path`'s batched measure (runs of 16
-//! back-to-back checks), which can hide what one check per iteration costs.
+//! interleaved round by round with the same scan checking a bare
+//! `AtomicBool::load(Relaxed)` (the floor), medians of many rounds.
+//! Complements `hot_path`'s batched measure (runs of 16 back-to-back
+//! checks), which can hide what one check per iteration costs.
 //!
-//! Prints one `RESULT per_call` line per (caller, variant) for
+//! Two scans (a summing one, and a filtering one with a data-dependent
+//! select), each with the check inlined into three caller shapes:
+//!
+//! - **operator**: a function that takes `&SqlKiller` (or `&AtomicBool`) as
+//!   an argument, as an operator's `next(&self, killer)` would;
+//! - **worker**: a closure that owns a `KillHandle` (`move`), as a parallel
+//!   worker or a progress callback would;
+//! - **two hops**: a closure that borrows the owner's `SqlKiller`, so the
+//!   state word is two dependent loads away (closure → killer → shared
+//!   state). The check's slow path is a call, which keeps the compiler from
+//!   hoisting the middle load out of the loop, so every row pays a second
+//!   load. Any flag with a slow path pays the same there; the baseline
+//!   "AtomicBool two pointers away, with a slow path" shows it.
+//!
+//! Prints one `RESULT per_call` line per (scan, shape, variant) for
 //! `scripts/bench_report.py`: median ns per row, and the ratio to the
-//! floor's median in the same caller. Run it under two builds, e.g.
+//! floor's median in the same scan. Run it under two builds, e.g.
 //! `CARGO_PROFILE_BENCH_OPT_LEVEL=2 cargo bench --bench per_call`.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlkiller::SqlKiller;
+use sqlkiller::{KillHandle, SqlKiller};
 
 const ROWS: usize = 2048;
 const ROUNDS: usize = 2000;
 
-/// Caller 1: a summing scan that stops when killed.
-#[inline(never)]
-fn scan_sum(rows: &[u64], killed: &dyn Fn() -> bool) -> u64 {
-    let mut sum = 0u64;
-    for &row in rows {
-        if killed() {
-            return sum;
-        }
-        sum = sum.wrapping_add(row);
-    }
-    sum
-}
-
-/// Caller 2: a filtering scan with a data-dependent branch.
-#[inline(never)]
-fn scan_filter(rows: &[u64], killed: &dyn Fn() -> bool) -> u64 {
-    let mut hits = 0u64;
-    for &row in rows {
-        if killed() {
-            return hits;
-        }
-        if row % 7 == 3 {
-            hits += row >> 3;
-        }
-    }
-    hits
-}
-
-/// Monomorphised scans: the check inlined into the loop, as a caller's
-/// own code would have it (the `dyn` versions above only pick the caller).
+/// The two scans, each generic over how a row checks for a kill; every
+/// instance is its own function, with the check inlined into its loop.
 macro_rules! scans {
-    ($check:expr) => {
-        (
-            |rows: &[u64]| {
-                let mut sum = 0u64;
-                for &row in rows {
-                    if $check() {
-                        return sum;
-                    }
-                    sum = sum.wrapping_add(row);
+    ($sum:ident, $filter:ident, <$($g:ident: $bound:path),*>, $arg:ident: $ty:ty, $killed:expr) => {
+        #[inline(never)]
+        fn $sum<$($g: $bound),*>(rows: &[u64], $arg: $ty) -> u64 {
+            let mut sum = 0u64;
+            for &row in rows {
+                if $killed {
+                    return sum;
                 }
-                sum
-            },
-            |rows: &[u64]| {
-                let mut hits = 0u64;
-                for &row in rows {
-                    if $check() {
-                        return hits;
-                    }
-                    if row % 7 == 3 {
-                        hits += row >> 3;
-                    }
+                sum = sum.wrapping_add(row);
+            }
+            sum
+        }
+
+        #[inline(never)]
+        fn $filter<$($g: $bound),*>(rows: &[u64], $arg: $ty) -> u64 {
+            let mut hits = 0u64;
+            for &row in rows {
+                if $killed {
+                    return hits;
                 }
-                hits
-            },
-        )
+                if row % 7 == 3 {
+                    hits += row >> 3;
+                }
+            }
+            hits
+        }
     };
+}
+
+scans!(sum_flag, filter_flag, <>, flag: &AtomicBool, flag.load(Relaxed));
+scans!(sum_owner, filter_owner, <>, killer: &SqlKiller, killer.handle_signal().is_err());
+scans!(sum_with, filter_with, <F: Fn() -> bool>, killed: &F, killed());
+
+/// The slow path of a hand-written flag check, taken only when the flag is
+/// set: a call that writes memory, as a real one does (it would record the
+/// kill), so the compiler must assume it may change what the loop reads.
+#[cold]
+#[inline(never)]
+fn slow_path(flag: &AtomicBool) -> bool {
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    SEEN.fetch_add(1, Relaxed);
+    black_box(flag).load(Relaxed)
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
+}
+
+type Scan<'a> = Box<dyn Fn(&[u64]) -> u64 + 'a>;
+
+/// Runs `variants` interleaved (the order rotates every round) and prints
+/// each median against the first one's, the floor.
+fn measure(scan: &str, rows: &[u64], variants: &[(&str, Scan<'_>)]) {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); variants.len()];
+    for round in 0..ROUNDS {
+        for k in 0..variants.len() {
+            let i = (round + k) % variants.len();
+            let start = Instant::now();
+            black_box(variants[i].1(black_box(rows)));
+            samples[i].push(start.elapsed().as_nanos() as f64 / ROWS as f64);
+        }
+    }
+    let medians: Vec<f64> = samples.into_iter().map(median).collect();
+    for (i, (name, _)) in variants.iter().enumerate() {
+        println!(
+            "RESULT per_call\t{scan}: {name}\t{:.4}\t{:.3}",
+            medians[i],
+            medians[i] / medians[0]
+        );
+    }
 }
 
 fn main() {
@@ -103,61 +130,111 @@ fn main() {
     let deadline = SqlKiller::new();
     deadline.set_max_execution_time(Some(Duration::from_secs(3600)));
     deadline.reset();
-    let handle = plain.handle();
-
-    let floor = scans!(|| flag.load(Relaxed));
-    let ours = scans!(|| plain.handle_signal().is_err());
-    let with_probe = scans!(|| probed.handle_signal().is_err());
-    let with_deadline = scans!(|| deadline.handle_signal().is_err());
-    let worker = scans!(|| handle.handle_signal().is_err());
-
-    type Scan<'a> = (
-        &'a str,
-        &'a dyn Fn(&[u64]) -> u64,
-        &'a dyn Fn(&[u64]) -> u64,
-    );
-    let variants: [Scan<'_>; 5] = [
-        ("floor: AtomicBool::load(Relaxed)", &floor.0, &floor.1),
-        ("sqlkiller: handle_signal", &ours.0, &ours.1),
-        (
-            "sqlkiller: handle_signal, probe armed",
-            &with_probe.0,
-            &with_probe.1,
-        ),
-        (
-            "sqlkiller: handle_signal, deadline armed",
-            &with_deadline.0,
-            &with_deadline.1,
-        ),
-        ("sqlkiller: KillHandle::handle_signal", &worker.0, &worker.1),
-    ];
-    // Keep the dyn-dispatched callers in the binary too (a third build shape).
-    black_box(scan_sum(&rows, &|| flag.load(Relaxed)));
-    black_box(scan_filter(&rows, &|| flag.load(Relaxed)));
-
-    for (caller, pick) in [("sum scan", 0usize), ("filter scan", 1)] {
-        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); variants.len()];
-        for round in 0..ROUNDS {
-            // Rotate the order each round so no variant always runs first.
-            for k in 0..variants.len() {
-                let i = (round + k) % variants.len();
-                let scan = if pick == 0 {
-                    variants[i].1
-                } else {
-                    variants[i].2
-                };
-                let start = Instant::now();
-                black_box(scan(black_box(&rows)));
-                samples[i].push(start.elapsed().as_nanos() as f64 / ROWS as f64);
-            }
-        }
-        let medians: Vec<f64> = samples.into_iter().map(median).collect();
-        for (i, (name, _, _)) in variants.iter().enumerate() {
-            println!(
-                "RESULT per_call\t{caller}: {name}\t{:.4}\t{:.3}",
-                medians[i],
-                medians[i] / medians[0]
-            );
-        }
+    // A flag as far away as the borrowed killer's state word: closure →
+    // holder → Arc → flag.
+    struct Holder {
+        flag: Arc<AtomicBool>,
     }
+    let holder = Holder {
+        flag: Arc::new(AtomicBool::new(false)),
+    };
+
+    let worker = |killer: &SqlKiller| {
+        let handle: KillHandle = killer.handle();
+        move || handle.handle_signal().is_err()
+    };
+    let (w_plain, w_probed, w_deadline) = (worker(&plain), worker(&probed), worker(&deadline));
+    let two_hops_flag = || {
+        let flag = &holder.flag;
+        flag.load(Relaxed) && slow_path(flag)
+    };
+    let two_hops = || plain.handle_signal().is_err();
+    let two_hops_probed = || probed.handle_signal().is_err();
+
+    let sums: Vec<(&str, Scan<'_>)> = vec![
+        (
+            "floor: AtomicBool::load(Relaxed)",
+            Box::new(|r| sum_flag(r, &flag)),
+        ),
+        (
+            "operator: handle_signal",
+            Box::new(|r| sum_owner(r, &plain)),
+        ),
+        (
+            "operator: handle_signal, probe armed",
+            Box::new(|r| sum_owner(r, &probed)),
+        ),
+        (
+            "operator: handle_signal, deadline armed",
+            Box::new(|r| sum_owner(r, &deadline)),
+        ),
+        (
+            "worker: KillHandle::handle_signal",
+            Box::new(|r| sum_with(r, &w_plain)),
+        ),
+        (
+            "worker: KillHandle::handle_signal, probe armed",
+            Box::new(|r| sum_with(r, &w_probed)),
+        ),
+        (
+            "worker: KillHandle::handle_signal, deadline armed",
+            Box::new(|r| sum_with(r, &w_deadline)),
+        ),
+        (
+            "two hops: baseline, AtomicBool with a slow path",
+            Box::new(|r| sum_with(r, &two_hops_flag)),
+        ),
+        (
+            "two hops: handle_signal",
+            Box::new(|r| sum_with(r, &two_hops)),
+        ),
+        (
+            "two hops: handle_signal, probe armed",
+            Box::new(|r| sum_with(r, &two_hops_probed)),
+        ),
+    ];
+    let filters: Vec<(&str, Scan<'_>)> = vec![
+        (
+            "floor: AtomicBool::load(Relaxed)",
+            Box::new(|r| filter_flag(r, &flag)),
+        ),
+        (
+            "operator: handle_signal",
+            Box::new(|r| filter_owner(r, &plain)),
+        ),
+        (
+            "operator: handle_signal, probe armed",
+            Box::new(|r| filter_owner(r, &probed)),
+        ),
+        (
+            "operator: handle_signal, deadline armed",
+            Box::new(|r| filter_owner(r, &deadline)),
+        ),
+        (
+            "worker: KillHandle::handle_signal",
+            Box::new(|r| filter_with(r, &w_plain)),
+        ),
+        (
+            "worker: KillHandle::handle_signal, probe armed",
+            Box::new(|r| filter_with(r, &w_probed)),
+        ),
+        (
+            "worker: KillHandle::handle_signal, deadline armed",
+            Box::new(|r| filter_with(r, &w_deadline)),
+        ),
+        (
+            "two hops: baseline, AtomicBool with a slow path",
+            Box::new(|r| filter_with(r, &two_hops_flag)),
+        ),
+        (
+            "two hops: handle_signal",
+            Box::new(|r| filter_with(r, &two_hops)),
+        ),
+        (
+            "two hops: handle_signal, probe armed",
+            Box::new(|r| filter_with(r, &two_hops_probed)),
+        ),
+    ];
+    measure("sum scan", &rows, &sums);
+    measure("filter scan", &rows, &filters);
 }

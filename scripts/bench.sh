@@ -8,17 +8,23 @@ echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(rustc 
 cargo bench --bench hot_path 2>&1 | tee "$logs/hot_path.log" | grep -E "^(hot_check|kill_reset)/|time:" >&2
 cargo bench --bench wakeup 2>&1 | tee "$logs/wakeup.log" >&2
 cargo bench --bench contention 2>&1 | tee "$logs/contention.log" >&2
-# Per call, in two builds (opt-level 3 and 2): the budget must hold in every
-# build. Loops aligned to 64 bytes (own target dir), so that each variant's
-# loop starts on the same boundary and the run compares code, not where the
-# linker happened to put it (unaligned, the same check measured 1.0x or
-# 1.9x from one build to the next).
-aligned=(--target-dir target/bench-aligned)
-RUSTFLAGS="-C llvm-args=-align-loops=64" cargo bench --bench per_call "${aligned[@]}" 2>&1 \
-    | tee "$logs/per_call.log" >&2
-RUSTFLAGS="-C llvm-args=-align-loops=64" CARGO_PROFILE_BENCH_OPT_LEVEL=2 \
-    cargo bench --bench per_call "${aligned[@]}" 2>&1 \
-    | sed 's/^RESULT per_call\t/RESULT per_call\topt-level 2, /' | tee "$logs/per_call_o2.log" >&2
+# Per call, in four builds: opt-level 3 and 2, each with loops aligned to 64
+# bytes (own target dir: every variant's loop starts on the same boundary,
+# so the run compares code) and as the linker happens to place them (the
+# layout a user gets). The budget must hold in every one.
+per_call_logs=()
+for build in "aligned,3" "aligned,2" "unaligned,3" "unaligned,2"; do
+    layout=${build%,*} opt=${build#*,}
+    flags=() dir=target
+    if [ "$layout" = aligned ]; then
+        flags=(-C llvm-args=-align-loops=64) dir=target/bench-aligned
+    fi
+    log="$logs/per_call_${layout}_o$opt.log"
+    RUSTFLAGS="${flags[*]:-}" CARGO_PROFILE_BENCH_OPT_LEVEL=$opt \
+        cargo bench --bench per_call --target-dir "$dir" 2>&1 \
+        | sed "s/^RESULT per_call\t/RESULT per_call\t$layout, opt-level $opt, /" | tee "$log" >&2
+    per_call_logs+=("$log")
+done
 cargo bench --bench timer 2>&1 | tee "$logs/timer.log" >&2
 python3 scripts/bench_report.py "$logs/wakeup.log" "$logs/contention.log" \
-    "$logs/per_call.log" "$logs/per_call_o2.log" "$logs/timer.log"
+    "${per_call_logs[@]}" "$logs/timer.log"

@@ -75,10 +75,16 @@ logs = sys.argv[1:]
 per_call = results("per_call", logs)
 if per_call:
     print("\n### Hot check, not killed: one check per row of a scan (median ns per row)\n")
-    print("| caller: variant | per row | vs floor | target | |")
-    print("| --- | ---: | ---: | ---: | --- |")
+    print("| scan: shape: variant | per row | vs floor | vs same-shape baseline | target | |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
     for name, (ns, ratio) in per_call.items():
-        if "floor" in name:
+        same = ""
+        if "two hops" in name:
+            prefix = name[: name.index("two hops")]
+            base = per_call.get(prefix + "two hops: baseline, AtomicBool with a slow path")
+            if base and "baseline" not in name:
+                same = f"{ns / base[0]:.3f}x"
+        if "floor" in name or "baseline" in name:
             target = None
         elif "probe" in name or "deadline" in name:
             target = 1.5
@@ -86,7 +92,7 @@ if per_call:
             target = 1.2
         t = f"<= {target}x" if target else ""
         v = verdict(ratio <= target) if target else ""
-        print(f"| {name} | {ns:.3f} ns | {ratio:.3f}x | {t} | {v} |")
+        print(f"| {name} | {ns:.3f} ns | {ratio:.3f}x | {same} | {t} | {v} |")
 
 timer = results("timer", logs)
 if timer:

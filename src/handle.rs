@@ -86,7 +86,10 @@ impl KillHandle {
     /// Unlike the owner's [`handle_signal`](crate::SqlKiller::handle_signal)
     /// it never runs the liveness probe, and never serves what a kill-immune
     /// section deferred: those are the owner's. One atomic load and a mask
-    /// test when not killed.
+    /// test when not killed. In a per-row loop, own the handle (move it into
+    /// the worker's closure) or take it as an argument, rather than borrow
+    /// it from elsewhere: see "In a loop that checks every row" on
+    /// [`SqlKiller::handle_signal`](crate::SqlKiller::handle_signal).
     ///
     /// ```
     /// use sqlkiller::{KillSignal, SqlKiller};
