@@ -100,6 +100,9 @@ struct Report {
     /// Kills that landed after the work was done (in a COMMIT's kill-immune
     /// section, or as the statement finished): reported, nothing to stop.
     reported_after_work: u64,
+    /// Kills that landed after a statement's last checkpoint: the next
+    /// `reset` returned them.
+    cleared_by_reset: u64,
     /// Every statement that ended killed, with the code it returned.
     killed: HashMap<(u64, StatementId), u16>,
     /// `KILL QUERY`s that returned `Sent`, and those refused as `Stale`.
@@ -119,9 +122,18 @@ struct Session {
     client_alive: Arc<AtomicBool>,
     has_deadline: bool,
     rng: Rng,
-    /// The last statement, if it was killed: its hook's stamp, checked
-    /// after the next `reset` (which waits for every hook of the kill).
-    last_killed: Option<(StatementId, Arc<Mutex<Option<Instant>>>)>,
+    /// The last statement, checked against what the next `reset` returns.
+    last: Option<Last>,
+}
+
+/// What a statement recorded, for the `reset` that ends it.
+struct Last {
+    stmt: StatementId,
+    started: Instant,
+    /// The signal it reported, if it was killed.
+    reported: Option<KillSignal>,
+    /// When its cancel hook ran.
+    hook_ran: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Session {
@@ -165,7 +177,7 @@ impl Session {
             client_alive,
             has_deadline,
             rng: Rng(seed ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
-            last_killed: None,
+            last: None,
         }
     }
 
@@ -174,28 +186,47 @@ impl Session {
         while Instant::now() < until {
             self.statement(report);
         }
-        self.killer.reset(); // the session ends
-        self.check_last_hook(report);
+        self.boundary(report); // the session ends
     }
 
-    /// After a `reset`: a killed statement's hook has run by now. (A
-    /// checkpoint may see the kill and stop the query before the hook runs;
-    /// `reset` waits for it.)
-    fn check_last_hook(&mut self, report: &Mutex<Report>) {
-        if let Some((stmt, stamp)) = self.last_killed.take() {
-            if stamp.lock().unwrap().is_none() {
-                report.lock().unwrap().violations.push(format!(
-                    "conn {}: {stmt} was killed, and its hook had not run when the next reset returned",
-                    self.conn_id
-                ));
+    /// The statement boundary: `reset`, then check the statement it ended
+    /// against the signal it cleared. A kill that landed after the last
+    /// checkpoint is reported here; one the statement reported must be
+    /// cleared here; and a killed statement's hook has run by now (a
+    /// checkpoint may stop the query before the hook runs: `reset` waits
+    /// for it).
+    fn boundary(&mut self, report: &Mutex<Report>) {
+        let cleared = self.killer.reset();
+        let Some(last) = self.last.take() else {
+            return;
+        };
+        let mut report = report.lock().unwrap();
+        let stmt = last.stmt;
+        match (last.reported, cleared) {
+            (None, None) => {}
+            (Some(reported), Some(cleared)) if reported == cleared => {}
+            (None, Some(cleared)) => {
+                // Killed after its last checkpoint: the reset reports it.
+                report.cleared_by_reset += 1;
+                let err = KillError::new(cleared, self.conn_id, "");
+                self.killed(&mut report, stmt, &err, last.started, Instant::now());
             }
+            (reported, cleared) => report.violations.push(format!(
+                "conn {}: {stmt} reported {reported:?}, its reset cleared {cleared:?}",
+                self.conn_id
+            )),
+        }
+        if cleared.is_some() && last.hook_ran.lock().unwrap().is_none() {
+            report.violations.push(format!(
+                "conn {}: {stmt} was killed, and its hook had not run when the next reset returned",
+                self.conn_id
+            ));
         }
     }
 
     fn statement(&mut self, report: &Mutex<Report>) {
         let started = Instant::now();
-        self.killer.reset(); // the statement boundary
-        self.check_last_hook(report);
+        self.boundary(report);
         let stmt = self.killer.statement();
         // The cancel hook: a kill interrupts SQLite at once, and stamps the time.
         let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -209,26 +240,28 @@ impl Session {
             1 => self.big_join(),
             _ => self.write_and_commit(report),
         };
-        let now = Instant::now();
+        let stopped = Instant::now();
         let check = self.killer.handle_signal();
+        let now = Instant::now(); // no earlier than any kill the check saw
         let mut report = report.lock().unwrap();
         report.statements += 1;
+        let mut reported = None;
         match (result, check) {
             (Ok(()), Ok(())) => report.completed += 1,
             (Ok(()), Err(err)) => {
                 report.reported_after_work += 1;
                 let at = killed_at.lock().unwrap().unwrap_or(now);
                 self.killed(&mut report, stmt, &err, started, at);
-                self.last_killed = Some((stmt, killed_at));
+                reported = Some(err.signal());
             }
             (Err(QueryError::Interrupted), Err(err)) => {
                 let stamp = *killed_at.lock().unwrap();
                 match stamp {
-                    Some(at) => report.latencies.push(now.saturating_duration_since(at)),
+                    Some(at) => report.latencies.push(stopped.saturating_duration_since(at)),
                     None => report.stopped_before_hook += 1,
                 }
                 self.killed(&mut report, stmt, &err, started, stamp.unwrap_or(now));
-                self.last_killed = Some((stmt, killed_at));
+                reported = Some(err.signal());
             }
             (Err(QueryError::Interrupted), Ok(())) => report.violations.push(format!(
                 "conn {}: {stmt} was interrupted without a kill",
@@ -239,6 +272,12 @@ impl Session {
                 self.conn_id
             )),
         }
+        self.last = Some(Last {
+            stmt,
+            started,
+            reported,
+            hook_ran: killed_at,
+        });
     }
 
     /// Records a killed statement and checks that its error fits its cause.
@@ -310,7 +349,13 @@ impl Session {
                 .map(drop)
         })();
         if let Err(e) = work {
-            let _ = self.db.execute_batch("ROLLBACK");
+            // The kill's hook may interrupt the ROLLBACK too: repeat it.
+            for _ in 0..3 {
+                if self.db.is_autocommit() {
+                    break;
+                }
+                let _ = self.db.execute_batch("ROLLBACK");
+            }
             return Err(e.into());
         }
         let commit = self.killer.kill_immune();
@@ -453,6 +498,10 @@ fn main() -> ExitCode {
     println!(
         "  of which reported after the work was done (COMMIT, or just finished): {}",
         r.reported_after_work
+    );
+    println!(
+        "  of which landed after the last checkpoint (returned by reset): {}",
+        r.cleared_by_reset
     );
     println!(
         "KILL QUERY sent:        {} (clients hung up: {})",
