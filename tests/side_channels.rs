@@ -4,7 +4,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -524,11 +524,19 @@ fn the_probe_runs_at_most_once_per_interval() {
     let read = counting_probe(&killer);
     let start = Instant::now();
     let mut checks = 0u64;
-    while start.elapsed() < Duration::from_millis(150) {
+    // At least 150 ms (several intervals), and on until the probe has run
+    // (a descheduled timer thread or owner may delay the first run), up to
+    // 10 s.
+    while start.elapsed() < Duration::from_millis(150)
+        || (read() == 0 && start.elapsed() < Duration::from_secs(10))
+    {
         assert!(killer.handle_signal().is_ok());
         checks += 1;
     }
     let elapsed = start.elapsed();
+    // Every run is at a checkpoint in this loop and starts the next
+    // interval, so n runs need (n - 1) intervals between the first and the
+    // last: at most elapsed / interval + 1, however long the loop ran.
     let most = (elapsed.as_millis() / interval.as_millis()) as usize + 1;
     assert!(read() >= 1, "never probed in {elapsed:?} ({checks} checks)");
     assert!(
@@ -540,23 +548,74 @@ fn the_probe_runs_at_most_once_per_interval() {
 
 #[test]
 fn reset_restarts_the_probe_timer() {
+    /// What happened, in order, on the test thread.
+    #[derive(Clone, Copy, Debug)]
+    enum Event {
+        /// A probe interval starts (the probe's install, a `reset`) no
+        /// earlier than this.
+        Start(Instant),
+        /// The probe ran at this time.
+        Probe(Instant),
+    }
     let killer = SqlKiller::new();
     let interval = Duration::from_millis(400);
     killer.set_probe_interval(interval);
-    let read = counting_probe(&killer);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let record = {
+        let log = Arc::clone(&log);
+        move |event| log.lock().unwrap().push(event)
+    };
+    let probe_record = record.clone();
+    record(Event::Start(Instant::now()));
+    let _ = killer.set_connection_alive_probe(move || {
+        probe_record(Event::Probe(Instant::now()));
+        true
+    });
+    let probes = || {
+        let log = log.lock().unwrap();
+        log.iter().filter(|e| matches!(e, Event::Probe(_))).count()
+    };
     // Two statements of 250 ms each: together longer than the interval, each
-    // shorter, so the probe runs only if reset failed to restart the timer.
-    // (200 ms of slack for a descheduled test thread.)
-    let start = Instant::now();
+    // shorter, so a reset that failed to restart the timer lets the probe run
+    // in the second one, an interval after the install. Then a third
+    // statement that runs until the probe has run (up to 10 s): a reset that
+    // lost the probe's schedule never runs it again.
+    let first = Instant::now();
     for _ in 0..2 {
         let statement = Instant::now();
         while statement.elapsed() < Duration::from_millis(250) {
             killer.handle_signal().unwrap();
         }
+        record(Event::Start(Instant::now()));
         killer.reset();
     }
-    assert!(start.elapsed() > interval);
-    assert_eq!(read(), 0);
+    assert!(first.elapsed() > interval);
+    let (last, before) = (Instant::now(), probes());
+    while probes() == before && last.elapsed() < Duration::from_secs(10) {
+        killer.handle_signal().unwrap();
+    }
+    killer.clear_connection_alive_probe();
+    // However the threads were scheduled, the probe never runs less than an
+    // interval after the latest start before it (a stall only delays runs).
+    let log = log.lock().unwrap().clone();
+    let mut start = None;
+    for event in &log {
+        match *event {
+            Event::Start(at) => start = Some(at),
+            Event::Probe(at) => {
+                let start = start.expect("the install is logged first");
+                assert!(
+                    at >= start + interval,
+                    "the probe ran {:?} after the latest start, interval {interval:?}: {log:?}",
+                    at - start
+                );
+            }
+        }
+    }
+    assert!(
+        matches!(log.last(), Some(Event::Probe(_))),
+        "the probe never ran in the last statement (10 s): {log:?}"
+    );
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Time-driven kills on a manual clock: deadlines and the probe schedule,
 //! step by step, with no real sleeps.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlkiller::{KillError, KillOutcome, KillSignal, ManualClock, SqlKiller, WaitOutcome};
 
@@ -224,8 +225,10 @@ fn the_real_timer_fires_deadlines_on_time_and_not_before() {
     let far = SqlKiller::new();
     far.set_statement_timeout(Duration::from_secs(30));
     let near = SqlKiller::new();
+    // Taken before arming: the deadline is no earlier than `armed` + 50 ms,
+    // however long the thread is preempted between the two.
+    let armed = Instant::now();
     near.set_statement_timeout(50 * MS);
-    let armed = std::time::Instant::now();
     let mut event = near.kill_event();
     assert_eq!(
         event.wait_timeout(Duration::from_secs(10)),
@@ -245,21 +248,36 @@ fn the_real_timer_fires_deadlines_on_time_and_not_before() {
     );
 }
 
-/// The CPU ticks the timer thread has used, if this is Linux.
-fn timer_thread_ticks() -> Option<u64> {
+/// The `/proc` entry of the timer thread, if one is named `sqlkiller-timer`
+/// now. Threads of other tests may exit while we look: skip those entries.
+fn find_timer_thread() -> Option<PathBuf> {
     for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = task.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        let Ok(task) = task else { continue };
+        let dir = task.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
         if comm.trim() == "sqlkiller-timer" {
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            return Some(
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
-            );
+            return Some(dir);
         }
     }
     None
+}
+
+/// The CPU ticks (user + system) the thread at `dir` has used. The timer
+/// thread never exits, so its entry stays readable.
+fn ticks(dir: &Path) -> u64 {
+    let stat = std::fs::read_to_string(dir.join("stat"))
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.join("stat").display()));
+    let rest = &stat[stat.rfind(')').expect("comm in parentheses") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> u64 {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("no tick count in {stat:?}"))
+    };
+    field(11) + field(12) // utime, stime
 }
 
 /// The timer thread sleeps until the earliest deadline: it does not spin.
@@ -267,13 +285,26 @@ fn timer_thread_ticks() -> Option<u64> {
 fn the_timer_thread_sleeps_while_it_waits() {
     let killer = SqlKiller::new();
     killer.set_statement_timeout(Duration::from_secs(60));
-    std::thread::sleep(20 * MS);
-    let Some(before) = timer_thread_ticks() else {
+    if !Path::new("/proc/self/task").is_dir() {
         eprintln!("no /proc/self/task here: skipped");
         return;
+    }
+    // The thread names itself once it runs: wait for it (its tid, found
+    // once, stays valid: the timer thread never exits).
+    let looking = Instant::now();
+    let timer = loop {
+        if let Some(dir) = find_timer_thread() {
+            break dir;
+        }
+        assert!(
+            looking.elapsed() < Duration::from_secs(10),
+            "no thread named sqlkiller-timer in /proc/self/task after 10 s"
+        );
+        std::thread::sleep(MS);
     };
+    let before = ticks(&timer);
     std::thread::sleep(400 * MS);
-    let used = timer_thread_ticks().unwrap() - before;
+    let used = ticks(&timer) - before;
     assert!(
         used <= 4,
         "the timer thread used {used} ticks of CPU in 400 ms"
