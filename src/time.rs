@@ -43,8 +43,7 @@
 //! reads), so the checkpoint stays one load and a mask test. Model:
 //! `probe_due_races_reset`; broken twin `broken_probe_due_without_generation`.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -57,9 +56,9 @@ use crate::{KillSignal, StatementId};
 /// No time: a deadline not armed, a session not scheduled.
 pub(crate) const NEVER: u64 = u64::MAX;
 
-/// `d` in nanoseconds, saturating (a deadline centuries away is `NEVER`-like).
+/// `d` in nanoseconds, saturating: 584 years or more is `NEVER`.
 pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(NEVER - 1)
+    u64::try_from(d.as_nanos()).unwrap_or(NEVER)
 }
 
 /// Which clock and timer a killer uses.
@@ -91,39 +90,32 @@ impl Timer {
 
 /// The queue of one timer: which session to look at when.
 pub(crate) struct TimerCore {
-    queue: Mutex<BinaryHeap<Reverse<Entry>>>,
+    /// Keyed by (time, sequence number): ordered by time, and two entries
+    /// for the same time stay two.
+    queue: Mutex<Queue>,
     /// Signalled when an entry earlier than all others is pushed.
     earlier: Condvar,
     /// A manual clock's time; unused by the real one.
     manual_now: AtomicU64,
 }
 
-struct Entry {
-    at: u64,
-    session: Weak<Shared>,
+#[derive(Default)]
+struct Queue {
+    entries: BTreeMap<(u64, u64), Weak<Shared>>,
+    pushed: u64,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.at.cmp(&other.at)
+impl Queue {
+    /// When the earliest entry is due.
+    fn first_at(&self) -> Option<u64> {
+        self.entries.first_key_value().map(|(&(at, _), _)| at)
     }
 }
 
 impl TimerCore {
     fn new() -> TimerCore {
         TimerCore {
-            queue: Mutex::new(BinaryHeap::new()),
+            queue: Mutex::new(Queue::default()),
             earlier: Condvar::new(),
             manual_now: AtomicU64::new(0),
         }
@@ -131,8 +123,11 @@ impl TimerCore {
 
     fn push(&self, at: u64, session: Weak<Shared>) {
         let mut queue = lock(&self.queue);
-        let earliest = queue.peek().is_none_or(|Reverse(first)| at < first.at);
-        queue.push(Reverse(Entry { at, session }));
+        queue.pushed += 1;
+        let key = (at, queue.pushed);
+        queue.entries.insert(key, session);
+        // Wake the timer thread only if it now has an earlier entry to sleep to.
+        let earliest = queue.entries.first_key_value().map(|(&first, _)| first) == Some(key);
         drop(queue);
         if earliest {
             self.earlier.notify_one();
@@ -143,8 +138,8 @@ impl TimerCore {
     fn take_due(&self, now: u64) -> Vec<Weak<Shared>> {
         let mut queue = lock(&self.queue);
         let mut due = Vec::new();
-        while queue.peek().is_some_and(|Reverse(first)| first.at <= now) {
-            due.push(queue.pop().expect("peeked").0.session);
+        while queue.first_at().is_some_and(|first| first <= now) {
+            due.push(queue.entries.pop_first().expect("not empty").1);
         }
         due
     }
@@ -196,10 +191,17 @@ impl ManualClock {
     }
 
     /// Moves the clock forward by `by`, then fires every deadline and
-    /// probe schedule that fell due, on this thread.
+    /// probe schedule that fell due, on this thread. The clock saturates
+    /// 584 years on, where a deadline of `Duration::MAX` would be: such a
+    /// deadline is none.
     pub fn advance(&self, by: Duration) {
-        let now = self.core.manual_now.fetch_add(nanos(by), AcqRel) + nanos(by);
-        self.core.fire(now);
+        let by = nanos(by);
+        let before = self
+            .core
+            .manual_now
+            .fetch_update(AcqRel, Acquire, |now| Some(now.saturating_add(by)))
+            .expect("the update always succeeds");
+        self.core.fire(before.saturating_add(by));
     }
 
     /// The time since the clock was made.
@@ -277,12 +279,12 @@ mod real {
             let mut queue = lock(&core.queue);
             let now = loop {
                 let now = now();
-                match queue.peek() {
+                match queue.first_at() {
                     // Nothing armed: sleep until something is.
                     None => queue = core.earlier.wait(queue).unwrap_or_else(|p| p.into_inner()),
-                    Some(first) if first.0.at <= now => break now,
+                    Some(first) if first <= now => break now,
                     Some(first) => {
-                        let left = Duration::from_nanos(first.0.at - now);
+                        let left = Duration::from_nanos(first - now);
                         queue = core
                             .earlier
                             .wait_timeout(queue, left)

@@ -311,3 +311,42 @@ fn the_timer_thread_sleeps_while_it_waits() {
     );
     drop(killer);
 }
+
+#[test]
+fn the_manual_clock_shows_its_time_and_saturates() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_millis(1500));
+    assert_eq!(format!("{clock:?}"), "ManualClock { elapsed: 1.5s }");
+    let killer = SqlKiller::with_clock(&clock);
+    killer.set_statement_timeout(Duration::MAX); // no deadline at all
+    clock.advance(Duration::MAX);
+    clock.advance(Duration::MAX);
+    assert_eq!(clock.elapsed(), Duration::from_nanos(u64::MAX), "saturated");
+    assert!(
+        killer.handle_signal().is_ok(),
+        "Duration::MAX is no deadline"
+    );
+    // A deadline the clock can still reach fires at the end of time.
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    killer.set_statement_timeout(Duration::from_nanos(u64::MAX - 1));
+    clock.advance(Duration::MAX);
+    assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+}
+
+#[test]
+fn sessions_with_the_same_deadline_all_fire() {
+    let clock = ManualClock::new();
+    let sessions: Vec<SqlKiller> = (0..3).map(|_| SqlKiller::with_clock(&clock)).collect();
+    for killer in &sessions {
+        killer.set_statement_timeout(10 * MS);
+    }
+    clock.advance(10 * MS);
+    for (i, killer) in sessions.iter().enumerate() {
+        assert_eq!(
+            killer.handle_signal(),
+            Err(KillError::MaxExecTimeExceeded),
+            "session {i}"
+        );
+    }
+}
