@@ -110,6 +110,9 @@ pub use time::ManualClock;
 pub struct ReadmeDoctests;
 
 #[cfg(all(test, not(loom)))]
+mod canaries;
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
