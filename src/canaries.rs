@@ -19,17 +19,17 @@ use std::time::Duration;
 use crate::{FinishError, KillError, KillSignal, SqlKiller, WaitOutcome};
 
 /// Runs `scenario` on its own thread and fails if it is still running after
-/// ten seconds (a hang; the thread is left behind). A panic inside it is
-/// passed on.
+/// five seconds (a hang; the thread is left behind). A panic inside it is
+/// passed on. Each scenario takes milliseconds.
 fn within<T: Send + 'static>(what: &str, scenario: impl FnOnce() -> T + Send + 'static) -> T {
     let (done, outcome) = mpsc::channel();
     thread::spawn(move || {
         let _ = done.send(catch_unwind(AssertUnwindSafe(scenario)));
     });
-    match outcome.recv_timeout(Duration::from_secs(10)) {
+    match outcome.recv_timeout(Duration::from_secs(5)) {
         Ok(Ok(value)) => value,
         Ok(Err(panic)) => resume_unwind(panic),
-        Err(_) => panic!("{what}: still blocked after 10 s"),
+        Err(_) => panic!("{what}: still blocked after 5 s"),
     }
 }
 
@@ -42,7 +42,7 @@ fn a_kill_wakes_a_blocked_waiter() {
         let handle = killer.handle();
         let mut event = killer.kill_event_owned();
         let waiter = thread::spawn(move || event.wait());
-        thread::sleep(Duration::from_millis(20)); // let it block
+        thread::sleep(Duration::from_millis(50)); // let it block (most runs)
         let _ = handle.send_kill_signal(KILL);
         waiter.join().unwrap()
     });
@@ -55,7 +55,7 @@ fn a_reset_wakes_a_blocked_waiter() {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event_owned();
         let waiter = thread::spawn(move || event.wait());
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(Duration::from_millis(50));
         killer.reset();
         waiter.join().unwrap()
     });
@@ -76,6 +76,24 @@ fn an_event_of_an_ended_statement_completes_at_once() {
         (stale, event.wait())
     });
     assert_eq!(outcomes, (WaitOutcome::Reset, WaitOutcome::Reset));
+}
+
+#[test]
+fn a_kill_completes_a_pending_future() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    let (before, after) = within("future", || {
+        let killer = SqlKiller::new();
+        let mut event = killer.kill_event_owned();
+        let mut cx = Context::from_waker(Waker::noop());
+        let before = Pin::new(&mut event).poll(&mut cx);
+        let _ = killer.handle().send_kill_signal(KILL);
+        (before, Pin::new(&mut event).poll(&mut cx))
+    });
+    assert_eq!(before, Poll::Pending);
+    assert_eq!(after, Poll::Ready(WaitOutcome::Killed(KILL)));
 }
 
 #[test]

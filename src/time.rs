@@ -55,6 +55,9 @@ use crate::{KillSignal, StatementId};
 
 /// No time: a deadline not armed, a session not scheduled.
 pub(crate) const NEVER: u64 = u64::MAX;
+/// The last time a clock can show: one short of `NEVER`, so nothing unarmed
+/// is ever due.
+const LAST: u64 = NEVER - 1;
 
 /// `d` in nanoseconds, saturating: 584 years or more is `NEVER`.
 pub(crate) fn nanos(d: Duration) -> u64 {
@@ -191,17 +194,17 @@ impl ManualClock {
     }
 
     /// Moves the clock forward by `by`, then fires every deadline and
-    /// probe schedule that fell due, on this thread. The clock saturates
-    /// 584 years on, where a deadline of `Duration::MAX` would be: such a
-    /// deadline is none.
+    /// probe schedule that fell due, on this thread. The clock stops one
+    /// nanosecond short of 2^64 ns (584 years): a deadline of
+    /// `Duration::MAX` is no deadline, and the clock never reaches it.
     pub fn advance(&self, by: Duration) {
-        let by = nanos(by);
+        let later = |now: u64| now.saturating_add(nanos(by)).min(LAST);
         let before = self
             .core
             .manual_now
-            .fetch_update(AcqRel, Acquire, |now| Some(now.saturating_add(by)))
+            .fetch_update(AcqRel, Acquire, |now| Some(later(now)))
             .expect("the update always succeeds");
-        self.core.fire(before.saturating_add(by));
+        self.core.fire(later(before));
     }
 
     /// The time since the clock was made.

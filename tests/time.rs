@@ -321,15 +321,29 @@ fn the_manual_clock_shows_its_time_and_saturates() {
     killer.set_statement_timeout(Duration::MAX); // no deadline at all
     clock.advance(Duration::MAX);
     clock.advance(Duration::MAX);
-    assert_eq!(clock.elapsed(), Duration::from_nanos(u64::MAX), "saturated");
+    assert_eq!(
+        clock.elapsed(),
+        Duration::from_nanos(u64::MAX - 1),
+        "saturated"
+    );
     assert!(
         killer.handle_signal().is_ok(),
         "Duration::MAX is no deadline"
     );
+    // Nor is anything unarmed due at the end of time, even for a session
+    // the timer looks at (its probe is scheduled, and a replaced deadline
+    // left an entry in the queue).
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    let _probe = killer.set_connection_alive_probe(|| true);
+    killer.set_statement_timeout(Duration::from_secs(1));
+    killer.set_statement_timeout(Duration::MAX); // replaces it: none
+    clock.advance(Duration::MAX);
+    assert_eq!(killer.handle_signal(), Ok(()), "killed without a deadline");
     // A deadline the clock can still reach fires at the end of time.
     let clock = ManualClock::new();
     let killer = SqlKiller::with_clock(&clock);
-    killer.set_statement_timeout(Duration::from_nanos(u64::MAX - 1));
+    killer.set_statement_timeout(Duration::from_nanos(u64::MAX - 2));
     clock.advance(Duration::MAX);
     assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
 }
