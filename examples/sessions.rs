@@ -192,14 +192,16 @@ impl Session {
     /// The statement boundary: `reset`, then check the statement it ended
     /// against the signal it cleared. A kill that landed after the last
     /// checkpoint is reported here; one the statement reported must be
-    /// cleared here; and a killed statement's hook has run by now (a
-    /// checkpoint may stop the query before the hook runs: `reset` waits
-    /// for it).
+    /// cleared here. Its hook ran if and only if it was killed, and before
+    /// `reset` returned (a checkpoint may stop the query before the hook
+    /// runs: `reset` waits for it).
     fn boundary(&mut self, report: &Mutex<Report>) {
         let cleared = self.killer.reset();
+        let reset_returned = Instant::now();
         let Some(last) = self.last.take() else {
             return;
         };
+        let hook_ran = *last.hook_ran.lock().unwrap();
         let mut report = report.lock().unwrap();
         let stmt = last.stmt;
         match (last.reported, cleared) {
@@ -209,18 +211,28 @@ impl Session {
                 // Killed after its last checkpoint: the reset reports it.
                 report.cleared_by_reset += 1;
                 let err = KillError::new(cleared, self.conn_id, "");
-                self.killed(&mut report, stmt, &err, last.started, Instant::now());
+                let at = hook_ran.unwrap_or(reset_returned);
+                self.killed(&mut report, stmt, &err, last.started, at);
             }
             (reported, cleared) => report.violations.push(format!(
                 "conn {}: {stmt} reported {reported:?}, its reset cleared {cleared:?}",
                 self.conn_id
             )),
         }
-        if cleared.is_some() && last.hook_ran.lock().unwrap().is_none() {
-            report.violations.push(format!(
+        match hook_ran {
+            None if cleared.is_some() => report.violations.push(format!(
                 "conn {}: {stmt} was killed, and its hook had not run when the next reset returned",
                 self.conn_id
-            ));
+            )),
+            Some(_) if cleared.is_none() => report.violations.push(format!(
+                "conn {}: {stmt} was not killed, yet its hook ran",
+                self.conn_id
+            )),
+            Some(at) if at > reset_returned => report.violations.push(format!(
+                "conn {}: {stmt}'s hook ran after the next reset returned",
+                self.conn_id
+            )),
+            _ => {}
         }
     }
 
@@ -245,23 +257,25 @@ impl Session {
         let now = Instant::now(); // no earlier than any kill the check saw
         let mut report = report.lock().unwrap();
         report.statements += 1;
-        let mut reported = None;
+        // What the statement reported, whatever else went wrong: its reset
+        // must clear exactly that.
+        let reported = check.as_ref().err().map(KillError::signal);
         match (result, check) {
             (Ok(()), Ok(())) => report.completed += 1,
             (Ok(()), Err(err)) => {
                 report.reported_after_work += 1;
                 let at = killed_at.lock().unwrap().unwrap_or(now);
                 self.killed(&mut report, stmt, &err, started, at);
-                reported = Some(err.signal());
             }
             (Err(QueryError::Interrupted), Err(err)) => {
                 let stamp = *killed_at.lock().unwrap();
                 match stamp {
-                    Some(at) => report.latencies.push(stopped.saturating_duration_since(at)),
-                    None => report.stopped_before_hook += 1,
+                    // The hook stamped before the query returned.
+                    Some(at) if at <= stopped => report.latencies.push(stopped - at),
+                    // A checkpoint saw the kill first.
+                    _ => report.stopped_before_hook += 1,
                 }
                 self.killed(&mut report, stmt, &err, started, stamp.unwrap_or(now));
-                reported = Some(err.signal());
             }
             (Err(QueryError::Interrupted), Ok(())) => report.violations.push(format!(
                 "conn {}: {stmt} was interrupted without a kill",

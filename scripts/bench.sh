@@ -15,12 +15,14 @@ cargo bench --bench contention 2>&1 | tee "$logs/contention.log" >&2
 per_call_logs=()
 for build in "aligned,3" "aligned,2" "unaligned,3" "unaligned,2"; do
     layout=${build%,*} opt=${build#*,}
-    flags=() dir=target
+    # Unaligned: RUSTFLAGS left as the caller has it (unset, it does not
+    # override a `build.rustflags` of the user's cargo config).
+    env=(env) dir=target
     if [ "$layout" = aligned ]; then
-        flags=(-C llvm-args=-align-loops=64) dir=target/bench-aligned
+        env=(env "RUSTFLAGS=-C llvm-args=-align-loops=64") dir=target/bench-aligned
     fi
     log="$logs/per_call_${layout}_o$opt.log"
-    RUSTFLAGS="${flags[*]:-}" CARGO_PROFILE_BENCH_OPT_LEVEL=$opt \
+    "${env[@]}" CARGO_PROFILE_BENCH_OPT_LEVEL=$opt \
         cargo bench --bench per_call --target-dir "$dir" 2>&1 \
         | sed "s/^RESULT per_call\t/RESULT per_call\t$layout, opt-level $opt, /" | tee "$log" >&2
     per_call_logs+=("$log")

@@ -340,15 +340,22 @@ impl SqlKiller {
     /// # In a loop that checks every row
     ///
     /// Keep the killer one pointer away from the loop: pass `&SqlKiller` to
-    /// the operator as an argument, or move a [`KillHandle`] into the
-    /// closure that checks. Then a check costs what a bare
-    /// `AtomicBool::load` does (0.96x–1.04x of it, one check per row,
+    /// the operator as an argument (a worker of the statement moves a
+    /// [`KillHandle`] into its closure instead). Then a check costs what a
+    /// bare `AtomicBool::load` does (0.96x–1.03x of it, one check per row,
     /// `benches/per_call.rs`, docs/BENCHMARKS.md). A closure that *borrows*
     /// the killer, or an `Arc<SqlKiller>`, puts the state word two
-    /// dependent loads away, and because the check's slow path is a call,
-    /// the compiler reloads the middle pointer on every row: about one
-    /// cycle, 1.35x–1.40x of the floor in a tight filtering loop, as any
-    /// flag check with a slow path pays there.
+    /// dependent loads away, and because the check's slow path is a call
+    /// that may write memory, the compiler reloads the middle pointer on
+    /// every row: about one cycle, 1.36x–1.39x of the floor in a tight
+    /// filtering loop (a hand-written flag check with such a slow path pays
+    /// the same there). At a check per thousand rows, as in a progress
+    /// callback that holds an `Arc<SqlKiller>`, this does not show.
+    ///
+    /// Do not swap the owner's own checkpoint for a handle's to save that
+    /// load: [`KillHandle::handle_signal`] never runs the liveness probe nor
+    /// what a kill-immune section deferred, so the owner must keep calling
+    /// this one.
     ///
     /// ```
     /// use sqlkiller::{KillError, KillSignal, SqlKiller};
