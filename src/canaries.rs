@@ -97,13 +97,19 @@ fn a_kill_completes_a_pending_future() {
 }
 
 #[test]
-fn a_wait_with_a_timeout_times_out() {
-    let outcome = within("wait_timeout", || {
+fn a_wait_with_a_timeout_times_out_not_before_it() {
+    let (outcome, waited) = within("wait_timeout", || {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event();
-        event.wait_timeout(Duration::from_millis(10))
+        let start = std::time::Instant::now();
+        (
+            event.wait_timeout(Duration::from_millis(20)),
+            start.elapsed(),
+        )
     });
     assert_eq!(outcome, None);
+    // Never early: a wait re-parks until its deadline has passed.
+    assert!(waited >= Duration::from_millis(20), "{waited:?}");
 }
 
 #[test]

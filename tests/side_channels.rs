@@ -707,3 +707,29 @@ fn a_hook_installed_in_a_killed_section_runs_at_its_end() {
     guard.release();
     assert_eq!(read(), 11, "both hooks installed after the kill are owed");
 }
+
+#[test]
+fn clearing_the_probe_touches_nothing_else() {
+    let killer = SqlKiller::new();
+    killer.reset();
+    killer.reset();
+    let stmt = killer.statement();
+    let _ = killer.set_connection_alive_probe(|| true);
+    let guard = killer.kill_immune();
+    let _ = killer.send_kill_signal(MaxExecTimeExceeded);
+    killer.clear_connection_alive_probe();
+    assert_eq!(killer.statement(), stmt, "the generation survives");
+    assert_eq!(
+        killer.kill_signal(),
+        Some(MaxExecTimeExceeded),
+        "the kill survives"
+    );
+    assert!(killer.is_kill_immune(), "the section survives");
+    guard.release();
+    assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
+    // And the same through the conditional clear.
+    let id = killer.set_connection_alive_probe(|| true);
+    assert!(killer.clear_connection_alive_probe_if(id));
+    assert_eq!(killer.statement(), stmt);
+    assert_eq!(killer.reset(), Some(MaxExecTimeExceeded));
+}
