@@ -224,6 +224,10 @@ fn many_sessions_each_at_its_own_deadline() {
 fn the_real_timer_fires_deadlines_on_time_and_not_before() {
     let far = SqlKiller::new();
     far.set_statement_timeout(Duration::from_secs(30));
+    // Let the timer thread settle into its sleep towards the far deadline:
+    // the near one must then wake it early (if the thread is slower than
+    // this, it finds both entries when it first looks, which is also fine).
+    std::thread::sleep(100 * MS);
     let near = SqlKiller::new();
     // Taken before arming: the deadline is no earlier than `armed` + 50 ms,
     // however long the thread is preempted between the two.
