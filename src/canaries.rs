@@ -163,6 +163,37 @@ fn a_hook_runs_once_and_reset_returns_after_it() {
 }
 
 #[test]
+fn reset_waits_for_a_slow_hook_and_is_woken_when_it_ends() {
+    let (ran, cleared) = within("reset waiting for a hook", || {
+        let killer = SqlKiller::new();
+        let stmt = killer.statement();
+        let _ = killer.send_kill_signal(KILL);
+        // An RPC thread installs its hook after the kill: it runs at once,
+        // on that thread, and slowly.
+        let started = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (s, r) = (Arc::clone(&started), Arc::clone(&ran));
+        let handle = killer.handle();
+        let rpc = thread::spawn(move || {
+            handle.set_cancel_hook_for(stmt, move || {
+                s.store(1, SeqCst);
+                thread::sleep(Duration::from_millis(200)); // past reset's spin: it parks
+                r.store(1, SeqCst);
+            })
+        });
+        while started.load(SeqCst) == 0 {
+            thread::yield_now();
+        }
+        let cleared = killer.reset(); // blocks until the hook has returned
+        let ran = ran.load(SeqCst);
+        assert_eq!(rpc.join().unwrap(), crate::HookStatus::Ran);
+        (ran, cleared)
+    });
+    assert_eq!(ran, 1, "reset returned while the hook still ran");
+    assert_eq!(cleared, Some(KILL));
+}
+
+#[test]
 fn reset_from_inside_the_killers_own_hook_panics() {
     let message = within("reset inside the hook", || {
         let killer = Arc::new(SqlKiller::new());
