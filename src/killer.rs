@@ -342,15 +342,16 @@ impl SqlKiller {
     /// Keep the killer one pointer away from the loop: pass `&SqlKiller` to
     /// the operator as an argument (a worker of the statement moves a
     /// [`KillHandle`] into its closure instead). Then a check costs what a
-    /// bare `AtomicBool::load` does (0.96x–1.03x of it, one check per row,
-    /// `benches/per_call.rs`, docs/BENCHMARKS.md). A closure that *borrows*
-    /// the killer, or an `Arc<SqlKiller>`, puts the state word two
-    /// dependent loads away, and because the check's slow path is a call
-    /// that may write memory, the compiler reloads the middle pointer on
-    /// every row: about one cycle, 1.36x–1.39x of the floor in a tight
-    /// filtering loop (a hand-written flag check with such a slow path pays
-    /// the same there). At a check per thousand rows, as in a progress
-    /// callback that holds an `Arc<SqlKiller>`, this does not show.
+    /// bare `AtomicBool::load` does (0.97x–1.03x of it, one check per row,
+    /// in four builds, `benches/per_call.rs`, docs/BENCHMARKS.md). A
+    /// closure that *borrows* the killer, or an `Arc<SqlKiller>`, puts the
+    /// state word two dependent loads away, and because the check's slow
+    /// path is a call that may write memory, the compiler reloads the
+    /// middle pointer on every row: 1.0x–1.9x of the floor in a tight loop,
+    /// depending on where the build puts it (a hand-written flag check with
+    /// such a slow path pays the same there). At a check per thousand rows,
+    /// as in a progress callback that holds an `Arc<SqlKiller>`, this does
+    /// not show.
     ///
     /// Do not swap the owner's own checkpoint for a handle's to save that
     /// load: [`KillHandle::handle_signal`] never runs the liveness probe nor
