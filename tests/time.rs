@@ -368,3 +368,27 @@ fn sessions_with_the_same_deadline_all_fire() {
         );
     }
 }
+
+/// TiDB's connection-alive check, as its own test exercises it: a live
+/// client passes every check, also once an interval has passed; a dead one
+/// is found at the first check after the interval, as `QueryInterrupted`;
+/// `reset` clears the kill, and the next statement starts a fresh interval.
+#[test]
+fn a_dead_connection_is_found_after_an_interval_and_reset_clears_it() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    let alive = Arc::new(AtomicBool::new(true));
+    let client = Arc::clone(&alive);
+    let _probe = killer.set_connection_alive_probe(move || client.load(SeqCst));
+    assert_eq!(killer.handle_signal(), Ok(()));
+    clock.advance(Duration::from_secs(2)); // past the default 1 s interval
+    assert_eq!(killer.handle_signal(), Ok(()), "a live client passes");
+    alive.store(false, SeqCst);
+    assert_eq!(killer.handle_signal(), Ok(()), "not due yet: the probe just ran");
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+    assert_eq!(killer.kill_signal(), Some(KillSignal::QueryInterrupted));
+    assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
+    assert_eq!(killer.kill_signal(), None);
+    assert_eq!(killer.handle_signal(), Ok(()), "a fresh interval after reset");
+}
