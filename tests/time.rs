@@ -384,11 +384,19 @@ fn a_dead_connection_is_found_after_an_interval_and_reset_clears_it() {
     clock.advance(Duration::from_secs(2)); // past the default 1 s interval
     assert_eq!(killer.handle_signal(), Ok(()), "a live client passes");
     alive.store(false, SeqCst);
-    assert_eq!(killer.handle_signal(), Ok(()), "not due yet: the probe just ran");
+    assert_eq!(
+        killer.handle_signal(),
+        Ok(()),
+        "not due yet: the probe just ran"
+    );
     clock.advance(Duration::from_secs(2));
     assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
     assert_eq!(killer.kill_signal(), Some(KillSignal::QueryInterrupted));
     assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
     assert_eq!(killer.kill_signal(), None);
-    assert_eq!(killer.handle_signal(), Ok(()), "a fresh interval after reset");
+    assert_eq!(
+        killer.handle_signal(),
+        Ok(()),
+        "a fresh interval after reset"
+    );
 }
