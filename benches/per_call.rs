@@ -158,90 +158,51 @@ fn main() {
     let two_hops = || plain.handle_signal().is_err();
     let two_hops_probed = || probed.handle_signal().is_err();
 
-    let sums: Vec<(&str, Scan<'_>)> = vec![
-        (
-            "floor: AtomicBool::load(Relaxed)",
-            Box::new(|r| sum_flag(r, &flag)),
-        ),
-        (
-            "operator: handle_signal",
-            Box::new(|r| sum_owner(r, &plain)),
-        ),
-        (
-            "operator: handle_signal, probe armed",
-            Box::new(|r| sum_owner(r, &probed)),
-        ),
-        (
-            "operator: handle_signal, deadline armed",
-            Box::new(|r| sum_owner(r, &deadline)),
-        ),
-        (
-            "worker: KillHandle::handle_signal",
-            Box::new(|r| sum_with(r, &w_plain)),
-        ),
-        (
-            "worker: KillHandle::handle_signal, probe armed",
-            Box::new(|r| sum_with(r, &w_probed)),
-        ),
-        (
-            "worker: KillHandle::handle_signal, deadline armed",
-            Box::new(|r| sum_with(r, &w_deadline)),
-        ),
-        (
-            "two hops: baseline, AtomicBool with a slow path",
-            Box::new(|r| sum_with(r, &two_hops_flag)),
-        ),
-        (
-            "two hops: handle_signal",
-            Box::new(|r| sum_with(r, &two_hops)),
-        ),
-        (
-            "two hops: handle_signal, probe armed",
-            Box::new(|r| sum_with(r, &two_hops_probed)),
-        ),
-    ];
-    let filters: Vec<(&str, Scan<'_>)> = vec![
-        (
-            "floor: AtomicBool::load(Relaxed)",
-            Box::new(|r| filter_flag(r, &flag)),
-        ),
-        (
-            "operator: handle_signal",
-            Box::new(|r| filter_owner(r, &plain)),
-        ),
-        (
-            "operator: handle_signal, probe armed",
-            Box::new(|r| filter_owner(r, &probed)),
-        ),
-        (
-            "operator: handle_signal, deadline armed",
-            Box::new(|r| filter_owner(r, &deadline)),
-        ),
-        (
-            "worker: KillHandle::handle_signal",
-            Box::new(|r| filter_with(r, &w_plain)),
-        ),
-        (
-            "worker: KillHandle::handle_signal, probe armed",
-            Box::new(|r| filter_with(r, &w_probed)),
-        ),
-        (
-            "worker: KillHandle::handle_signal, deadline armed",
-            Box::new(|r| filter_with(r, &w_deadline)),
-        ),
-        (
-            "two hops: baseline, AtomicBool with a slow path",
-            Box::new(|r| filter_with(r, &two_hops_flag)),
-        ),
-        (
-            "two hops: handle_signal",
-            Box::new(|r| filter_with(r, &two_hops)),
-        ),
-        (
-            "two hops: handle_signal, probe armed",
-            Box::new(|r| filter_with(r, &two_hops_probed)),
-        ),
-    ];
+    // The same variants for each scan: `$flag`, `$owner` and `$with` are
+    // that scan's instances (see `scans!`).
+    macro_rules! variants {
+        ($flag:ident, $owner:ident, $with:ident) => {{
+            let list: Vec<(&str, Scan<'_>)> = vec![
+                (
+                    "floor: AtomicBool::load(Relaxed)",
+                    Box::new(|r| $flag(r, &flag)),
+                ),
+                ("operator: handle_signal", Box::new(|r| $owner(r, &plain))),
+                (
+                    "operator: handle_signal, probe armed",
+                    Box::new(|r| $owner(r, &probed)),
+                ),
+                (
+                    "operator: handle_signal, deadline armed",
+                    Box::new(|r| $owner(r, &deadline)),
+                ),
+                (
+                    "worker: KillHandle::handle_signal",
+                    Box::new(|r| $with(r, &w_plain)),
+                ),
+                (
+                    "worker: KillHandle::handle_signal, probe armed",
+                    Box::new(|r| $with(r, &w_probed)),
+                ),
+                (
+                    "worker: KillHandle::handle_signal, deadline armed",
+                    Box::new(|r| $with(r, &w_deadline)),
+                ),
+                (
+                    "two hops: baseline, AtomicBool with a slow path",
+                    Box::new(|r| $with(r, &two_hops_flag)),
+                ),
+                ("two hops: handle_signal", Box::new(|r| $with(r, &two_hops))),
+                (
+                    "two hops: handle_signal, probe armed",
+                    Box::new(|r| $with(r, &two_hops_probed)),
+                ),
+            ];
+            list
+        }};
+    }
+    let sums = variants!(sum_flag, sum_owner, sum_with);
+    let filters = variants!(filter_flag, filter_owner, filter_with);
     measure("sum scan", &rows, &sums);
     measure("filter scan", &rows, &filters);
 }

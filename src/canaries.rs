@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use crate::time::for_tests::{sleep, Instant};
 use crate::{FinishError, KillError, KillSignal, SqlKiller, WaitOutcome};
 
 /// Runs `scenario` on its own thread and fails if it is still running after
@@ -42,7 +43,7 @@ fn a_kill_wakes_a_blocked_waiter() {
         let handle = killer.handle();
         let mut event = killer.kill_event_owned();
         let waiter = thread::spawn(move || event.wait());
-        thread::sleep(Duration::from_millis(50)); // let it block (most runs)
+        sleep(Duration::from_millis(50)); // let it block (most runs)
         let _ = handle.send_kill_signal(KILL);
         waiter.join().unwrap()
     });
@@ -55,7 +56,7 @@ fn a_reset_wakes_a_blocked_waiter() {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event_owned();
         let waiter = thread::spawn(move || event.wait());
-        thread::sleep(Duration::from_millis(50));
+        sleep(Duration::from_millis(50));
         killer.reset();
         waiter.join().unwrap()
     });
@@ -101,7 +102,7 @@ fn a_wait_with_a_timeout_times_out_not_before_it() {
     let (outcome, waited) = within("wait_timeout", || {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event();
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         (
             event.wait_timeout(Duration::from_millis(20)),
             start.elapsed(),
@@ -177,7 +178,7 @@ fn reset_waits_for_a_slow_hook_and_is_woken_when_it_ends() {
         let rpc = thread::spawn(move || {
             handle.set_cancel_hook_for(stmt, move || {
                 s.store(1, SeqCst);
-                thread::sleep(Duration::from_millis(200)); // past reset's spin: it parks
+                sleep(Duration::from_millis(200)); // past reset's spin: it parks
                 r.store(1, SeqCst);
             })
         });

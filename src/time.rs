@@ -248,6 +248,14 @@ impl WaitDeadline {
     }
 }
 
+/// The real clock and a sleep for the crate's own unit tests
+/// (`src/canaries.rs`), so that even there time enters through this module.
+#[cfg(all(test, not(loom)))]
+pub(crate) mod for_tests {
+    pub(crate) use std::thread::sleep;
+    pub(crate) use std::time::Instant;
+}
+
 #[cfg(not(loom))]
 mod real {
     use std::sync::{Arc, OnceLock};
