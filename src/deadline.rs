@@ -3,10 +3,6 @@
 
 use std::time::Duration;
 
-use crate::killer::Shared;
-use crate::loom::atomic::Ordering::Relaxed;
-use crate::state::State;
-use crate::time::nanos;
 use crate::SqlKiller;
 
 impl SqlKiller {
@@ -37,19 +33,12 @@ impl SqlKiller {
     /// assert_eq!(killer.handle_signal(), Err(KillError::MaxExecTimeExceeded));
     /// ```
     pub fn set_max_execution_time(&self, limit: Option<Duration>) {
-        let limit = limit.map_or(0, nanos);
-        self.shared.max_exec.store(limit, Relaxed);
-        if limit != 0 {
-            self.shared.timed.store(true, Relaxed);
-        }
+        self.shared.set_max_execution_time(limit)
     }
 
     /// The session's `max_execution_time`, if any.
     pub fn max_execution_time(&self) -> Option<Duration> {
-        match self.shared.max_exec.load(Relaxed) {
-            0 => None,
-            limit => Some(Duration::from_nanos(limit)),
-        }
+        self.shared.max_execution_time()
     }
 
     /// Sets a deadline for the current statement only, `timeout` from now,
@@ -68,32 +57,6 @@ impl SqlKiller {
     /// assert!(killer.handle_signal().is_ok(), "neither it nor the next one is killed");
     /// ```
     pub fn set_statement_timeout(&self, timeout: Duration) {
-        let shared = &self.shared;
-        shared.timed.store(true, Relaxed);
-        let at = shared.now().saturating_add(nanos(timeout));
-        shared.arm_deadline(shared.load().generation(), at);
-    }
-}
-
-impl Shared {
-    /// Called by `reset` after the CAS that ended `ended`: arms the new
-    /// statement's deadline (or disarms the old one's) and starts its first
-    /// probe interval. One load when no deadline or probe was ever used.
-    pub(crate) fn arm_next_statement(&self, ended: State) {
-        if !self.timed.load(Relaxed) {
-            return;
-        }
-        let next = ended.next_generation();
-        let limit = self.max_exec.load(Relaxed);
-        if limit != 0 {
-            let at = self.now().saturating_add(limit);
-            self.arm_deadline(next.generation(), at);
-        }
-        // Without a limit nothing is armed: a deadline the last statement
-        // had (a statement timeout) may still fire, as a kill of that
-        // statement, which has ended: `Stale`, no effect.
-        if ended.has(State::PROBE) {
-            self.restart_probe_interval(next);
-        }
+        self.shared.set_statement_timeout(timeout)
     }
 }

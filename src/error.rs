@@ -153,3 +153,17 @@ fn owned_unless_empty(text: &str) -> Cow<'static, str> {
         Cow::Owned(text.to_owned())
     }
 }
+
+/// A finish-function call that would wait for itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum FinishError {
+    /// `finish_result_set` called from inside the running finish function,
+    /// on its own thread.
+    #[error("finish_result_set called from inside the finish function, which it would wait for")]
+    ReentrantFinish,
+    /// `clear_finish_func` called from inside the running finish function,
+    /// on its own thread: the function is cleared, but is still running.
+    #[error("clear_finish_func called from inside the finish function, which it would wait for")]
+    ReentrantClear,
+}

@@ -1,8 +1,9 @@
 //! `KillHandle`: the killers' side of a session's killer.
 
-use crate::killer::Shared;
-use crate::{HookStatus, KillError, KillOutcome, KillPhase, KillSignal, StatementId};
 use std::sync::Arc;
+
+use crate::engine::Shared;
+use crate::{HookStatus, KillError, KillOutcome, KillPhase, KillSignal, StatementId};
 
 /// The killers' side of a session's [`SqlKiller`](crate::SqlKiller): what a
 /// `KILL QUERY` handler, a `max_execution_time` watchdog, a memory
@@ -37,21 +38,25 @@ pub struct KillHandle {
 }
 
 impl KillHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> KillHandle {
+        KillHandle { shared }
+    }
+
     /// As [`SqlKiller::send_kill_signal`](crate::SqlKiller::send_kill_signal):
     /// stops the current statement, whichever it is.
     pub fn send_kill_signal(&self, signal: KillSignal) -> KillOutcome {
-        self.shared.send_kill_signal(signal)
+        self.shared.kill(None, signal, "")
     }
 
     /// As [`SqlKiller::send_kill_signal_with_reason`](crate::SqlKiller::send_kill_signal_with_reason).
     pub fn send_kill_signal_with_reason(&self, signal: KillSignal, reason: &str) -> KillOutcome {
-        self.shared.send_kill_signal_with_reason(signal, reason)
+        self.shared.kill(None, signal, reason)
     }
 
     /// As [`SqlKiller::kill_statement`](crate::SqlKiller::kill_statement):
     /// stops statement `id` only, `Stale` if it has ended.
     pub fn kill_statement(&self, id: StatementId, signal: KillSignal) -> KillOutcome {
-        self.shared.kill_statement(id, signal)
+        self.shared.kill(Some(id), signal, "")
     }
 
     /// As [`SqlKiller::kill_statement_with_reason`](crate::SqlKiller::kill_statement_with_reason).
@@ -61,7 +66,7 @@ impl KillHandle {
         signal: KillSignal,
         reason: &str,
     ) -> KillOutcome {
-        self.shared.kill_statement_with_reason(id, signal, reason)
+        self.shared.kill(Some(id), signal, reason)
     }
 
     /// As [`SqlKiller::statement`](crate::SqlKiller::statement).
@@ -102,7 +107,7 @@ impl KillHandle {
     /// ```
     #[inline(always)]
     pub fn handle_signal(&self) -> Result<(), KillError> {
-        self.shared.check_signal()
+        self.shared.check()
     }
 
     /// As [`SqlKiller::conn_id`](crate::SqlKiller::conn_id).
@@ -139,7 +144,7 @@ impl KillHandle {
         statement: StatementId,
         hook: impl FnOnce() + Send + 'static,
     ) -> HookStatus {
-        self.shared.set_cancel_hook_for(statement, hook)
+        self.shared.install_hook(Some(statement), Box::new(hook))
     }
 
     /// As [`SqlKiller::check_connection_alive`](crate::SqlKiller::check_connection_alive):

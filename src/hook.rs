@@ -1,29 +1,6 @@
 //! The cancel hook: user code that a kill runs once, e.g. to cancel an in-flight RPC.
 
-use crate::killer::Shared;
-use crate::loom::atomic::Ordering::AcqRel;
-use crate::loom::lock;
-use crate::side::{table, CancelHook, FirstPanic, HookRun};
-use crate::state::State;
-use crate::{SqlKiller, StatementId};
-
-/// What [`SqlKiller::set_cancel_hook`] or [`SqlKiller::set_cancel_hook_for`]
-/// did with the hook.
-#[must_use = "a hook may have been refused (`Stale`) or run already (`Ran`)"]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HookStatus {
-    /// Installed: it runs once if this statement is killed (deferred to the
-    /// end of a kill-immune section), or is dropped un-run by `reset`.
-    Armed,
-    /// The statement had already been killed: the hook ran before the
-    /// install returned, on the installing thread.
-    Ran,
-    /// The statement named had already ended: the hook was dropped un-run
-    /// and nothing was changed (a late RPC thread cannot replace the hook
-    /// of the next statement).
-    Stale,
-}
+use crate::{HookStatus, SqlKiller, StatementId};
 
 impl SqlKiller {
     /// Installs the cancel hook of whatever statement is current when it
@@ -56,7 +33,7 @@ impl SqlKiller {
     /// assert_eq!(killer.set_cancel_hook(|| {}), HookStatus::Ran);
     /// ```
     pub fn set_cancel_hook(&self, hook: impl FnOnce() + Send + 'static) -> HookStatus {
-        self.shared.set_cancel_hook(hook)
+        self.shared.install_hook(None, Box::new(hook))
     }
 
     /// Installs the cancel hook of statement `statement` only; if that
@@ -105,68 +82,6 @@ impl SqlKiller {
         statement: StatementId,
         hook: impl FnOnce() + Send + 'static,
     ) -> HookStatus {
-        self.shared.set_cancel_hook_for(statement, hook)
-    }
-}
-
-impl Shared {
-    pub(crate) fn set_cancel_hook(&self, hook: impl FnOnce() + Send + 'static) -> HookStatus {
-        self.install_hook(None, Box::new(hook))
-    }
-
-    pub(crate) fn set_cancel_hook_for(
-        &self,
-        statement: StatementId,
-        hook: impl FnOnce() + Send + 'static,
-    ) -> HookStatus {
-        self.install_hook(Some(statement), Box::new(hook))
-    }
-
-    fn install_hook(&self, target: Option<StatementId>, hook: CancelHook) -> HookStatus {
-        let mut side = lock(&self.side);
-        let table = table(&mut side);
-        // A read-modify-write under the lock, after which the hook is either
-        // in the table (a later kill's CAS sees `HOOK` and takes it) or ours
-        // to run (we see the kill's signal). Publishing the hook with a
-        // plain store after checking "not killed" is TiDB PR #70608's bug.
-        // The generation is compared in the same RMW, so a stale install
-        // cannot land on the next statement (it may leave `HOOK` set there,
-        // which only means "look in the table").
-        let prev = State(self.state.fetch_or(State::HOOK, AcqRel));
-        if prev.has(State::CLOSED) || target.is_some_and(|id| !self.is_current(id, prev)) {
-            drop(side);
-            drop(hook);
-            return HookStatus::Stale;
-        }
-        match prev.signal() {
-            None => {
-                let replaced = table.hook.replace(hook);
-                drop(side);
-                drop(replaced);
-                HookStatus::Armed
-            }
-            Some(_) if prev.has(State::IMMUNE) => {
-                // Owed when the section ends; keep a hook that is owed already.
-                // Both run even if the first panics.
-                table.hook = Some(match table.hook.take() {
-                    Some(owed) => Box::new(move || {
-                        let mut panics = FirstPanic::default();
-                        panics.run(owed);
-                        panics.run(hook);
-                        panics.resume();
-                    }),
-                    None => hook,
-                });
-                HookStatus::Armed
-            }
-            Some(_) => {
-                // Counted and guarded before the lock is dropped, so `reset`
-                // waits for it and a panic lowers the count.
-                let run = HookRun::counted(self, table, hook);
-                drop(side);
-                run.run();
-                HookStatus::Ran
-            }
-        }
+        self.shared.install_hook(Some(statement), Box::new(hook))
     }
 }

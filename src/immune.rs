@@ -1,8 +1,6 @@
 //! Kill-immune sections: past the point of no return, a kill must not be reported.
 
-use crate::killer::Shared;
-use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
-use crate::state::State;
+use crate::engine::Shared;
 use crate::SqlKiller;
 
 /// Held by the owner across a section that must not be interrupted, such
@@ -66,59 +64,15 @@ impl SqlKiller {
     /// assert!(killer.handle_signal().is_err()); // reported after the section
     /// ```
     pub fn kill_immune(&self) -> KillImmuneGuard<'_> {
-        self.shared.kill_immune()
+        self.shared.enter_section();
+        KillImmuneGuard {
+            killer: &self.shared,
+        }
     }
 
     /// Whether the owner is inside a kill-immune section.
     pub fn is_kill_immune(&self) -> bool {
         self.shared.is_kill_immune()
-    }
-}
-
-impl Shared {
-    pub(crate) fn kill_immune(&self) -> KillImmuneGuard<'_> {
-        // Owner-local counter: a load and a store, no RMW needed.
-        let depth = self.immune_depth.load(Relaxed);
-        if depth == 0 {
-            // What an earlier section deferred is served before this one
-            // begins (a panic from it leaves us outside any section).
-            self.deliver_owed();
-        }
-        self.immune_depth.store(depth + 1, Relaxed);
-        if depth == 0 {
-            // An RMW: a kill's CAS either sees `IMMUNE` and defers its side
-            // effects, or happened before, and we wait for them below.
-            let prev = State(self.state.fetch_or(State::IMMUNE, AcqRel));
-            if !self.in_own_callback() {
-                self.wait_for_served_kill(prev);
-            }
-        }
-        KillImmuneGuard { killer: self }
-    }
-
-    pub(crate) fn is_kill_immune(&self) -> bool {
-        self.load().has(State::IMMUNE)
-    }
-
-    /// Waits until the side effects of the kill seen in `prev` (which won
-    /// before the section began) have all run.
-    fn wait_for_served_kill(&self, prev: State) {
-        if prev.is_killing() {
-            self.wait_while_killing(prev);
-        }
-        if prev.has(State::HOOK) {
-            self.wait_for_hook_runners();
-        }
-    }
-
-    /// Serves the waiters and hook that a kill inside a kill-immune section
-    /// deferred, if the section has ended and they are still owed (owner
-    /// only). One RMW claims them, so they are served once.
-    pub(crate) fn deliver_owed(&self) {
-        let prev = State(self.state.fetch_and(!State::OWED, AcqRel));
-        if let (true, Some(signal)) = (prev.has(State::OWED), prev.signal()) {
-            self.serve_kill(signal, prev);
-        }
     }
 }
 
@@ -132,38 +86,21 @@ impl KillImmuneGuard<'_> {
     pub fn release(self) {
         let killer = self.killer;
         drop(self);
-        if killer.immune_depth.load(Relaxed) == 0 {
-            killer.deliver_owed();
-        }
+        killer.after_release();
     }
 }
 
 impl Drop for KillImmuneGuard<'_> {
     /// Leaves the section. Runs no user code (see the type's docs).
     fn drop(&mut self) {
-        let killer = self.killer;
-        let depth = killer.immune_depth.load(Relaxed);
-        killer.immune_depth.store(depth - 1, Relaxed);
-        if depth == 1 {
-            // An RMW: a kill whose CAS saw `IMMUNE` left its waiters and hook
-            // to us; a kill after this sees no `IMMUNE` and serves them itself.
-            let prev = State(killer.state.fetch_and(!State::IMMUNE, AcqRel));
-            if prev.signal().is_some() {
-                // Whatever the kill deferred (waiters, hook; maybe nothing)
-                // is owed to the owner's next operation. Only the owner
-                // reads `OWED`, and nothing of the owner's runs between these
-                // two RMWs; a kill or waiter racing them sees no `IMMUNE` and
-                // serves itself.
-                killer.state.fetch_or(State::OWED, AcqRel);
-            }
-        }
+        self.killer.leave_section();
     }
 }
 
 impl std::fmt::Debug for KillImmuneGuard<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KillImmuneGuard")
-            .field("depth", &self.killer.immune_depth.load(Relaxed))
+            .field("depth", &self.killer.immune_depth())
             .finish()
     }
 }

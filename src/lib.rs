@@ -76,41 +76,47 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The public types: rustdoc, examples, one-line delegations into `engine`.
 mod deadline;
-mod error;
 mod event;
 mod finish;
 mod handle;
 mod hook;
 mod immune;
 mod killer;
+mod probe;
+
+// The engine: the only code that acts on a session's shared block.
+mod engine;
+
+// What the engine is built on: the state word, the one reentrancy rule,
+// the side table's data, the clock and timer.
+mod callback;
+mod clock;
+mod state;
+mod table;
+
+// The vocabulary and the facade.
+mod error;
 mod log;
 mod loom;
-mod probe;
-mod side;
 mod signal;
-mod state;
-mod time;
-mod wait;
 
-pub use error::KillError;
-pub use event::{KillEvent, OwnedKillEvent, WaitOutcome};
-pub use finish::FinishError;
+pub use clock::ManualClock;
+pub use error::{FinishError, KillError};
+pub use event::{KillEvent, OwnedKillEvent};
 pub use handle::KillHandle;
-pub use hook::HookStatus;
 pub use immune::KillImmuneGuard;
 pub use killer::SqlKiller;
-pub use probe::{ProbeId, DEFAULT_PROBE_INTERVAL};
-pub use signal::{InvalidKillSignal, KillOutcome, KillPhase, KillSignal, StatementId};
-pub use time::ManualClock;
+pub use signal::{
+    HookStatus, InvalidKillSignal, KillOutcome, KillPhase, KillSignal, ProbeId, StatementId,
+    WaitOutcome, DEFAULT_PROBE_INTERVAL,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-#[cfg(all(test, not(loom)))]
-mod canaries;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -126,15 +132,5 @@ mod tests {
         fn assert_send_static<T: Send + 'static>() {}
         assert_send_static::<OwnedKillEvent>();
         assert_send_static::<KillHandle>();
-    }
-
-    /// The block the owner shares with its handles, allocated once per
-    /// session: at most 256 bytes on x86_64 (the state word alone takes a
-    /// 128-byte padded line).
-    #[test]
-    #[cfg(target_arch = "x86_64")]
-    fn the_shared_block_fits_the_size_budget() {
-        let size = std::mem::size_of::<killer::Shared>();
-        assert!(size <= 256, "{size}");
     }
 }

@@ -17,9 +17,9 @@ pub(crate) use std::thread_local;
 /// Threads: `current`, `Thread::unpark`, `ThreadId`, and a timed park.
 pub(crate) mod thread {
     #[cfg(loom)]
-    pub(crate) use loom::thread::{current, park, Thread, ThreadId};
+    pub(crate) use loom::thread::{current, park, Thread};
     #[cfg(not(loom))]
-    pub(crate) use std::thread::{current, park, Thread, ThreadId};
+    pub(crate) use std::thread::{current, park, Thread};
 
     /// Parks the current thread for at most `timeout`.
     ///

@@ -9,44 +9,10 @@
 //! A dead client is therefore found at the first checkpoint after one
 //! interval, whatever the checkpoint rate was before.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::killer::Shared;
-use crate::loom::atomic::Ordering::{AcqRel, Relaxed};
-use crate::loom::{lock, thread_local, MutexGuard};
-use crate::side::{table, SideTable};
-use crate::state::State;
-use crate::time::nanos;
-use crate::{KillSignal, SqlKiller};
-
-pub(crate) type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// Default probe interval (TiDB's `checkConnectionAliveDur`).
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Names one installed liveness probe, so that a cleanup removes only its
-/// own probe (see [`SqlKiller::clear_connection_alive_probe_if`]).
-///
-/// Unique per killer: every install gets a new id.
-#[must_use = "keep the id to clear exactly this probe later"]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ProbeId(u64);
-
-#[derive(Default)]
-pub(crate) struct ProbeSlot {
-    probe: Option<Probe>,
-    /// The id of `probe`; the last id handed out.
-    id: u64,
-}
-
-thread_local! {
-    /// The killer whose probe this thread is running (its address), or 0.
-    // No `const { }` initializer: loom's `thread_local!` does not take one.
-    #[allow(clippy::missing_const_for_thread_local)]
-    static PROBING: Cell<usize> = Cell::new(0);
-}
+use crate::{ProbeId, SqlKiller};
 
 impl SqlKiller {
     /// Installs the liveness probe (TiDB `IsConnectionAlive`): a function
@@ -83,7 +49,7 @@ impl SqlKiller {
         &self,
         probe: impl Fn() -> bool + Send + Sync + 'static,
     ) -> ProbeId {
-        self.shared.set_connection_alive_probe(probe)
+        self.shared.set_connection_alive_probe(Arc::new(probe))
     }
 
     /// Removes the liveness probe, whichever it is; `handle_signal` is back
@@ -135,127 +101,5 @@ impl SqlKiller {
     /// ```
     pub fn check_connection_alive(&self) -> bool {
         self.shared.check_connection_alive()
-    }
-}
-
-impl Shared {
-    pub(crate) fn set_connection_alive_probe(
-        &self,
-        probe: impl Fn() -> bool + Send + Sync + 'static,
-    ) -> ProbeId {
-        let probe: Probe = Arc::new(probe);
-        let (replaced, id) = {
-            let mut side = lock(&self.side);
-            let slot = &mut table(&mut side).probe;
-            slot.id += 1;
-            let replaced = slot.probe.replace(probe);
-            // Under the lock, so the flag and the slot never disagree for long.
-            self.state.fetch_or(State::PROBE, AcqRel);
-            (replaced, ProbeId(slot.id))
-        };
-        self.timed.store(true, Relaxed);
-        self.restart_probe_interval(self.load());
-        drop(replaced);
-        id
-    }
-
-    pub(crate) fn clear_connection_alive_probe(&self) {
-        let removed = {
-            let mut side = lock(&self.side);
-            self.remove_probe(&mut side)
-        };
-        drop(removed);
-    }
-
-    pub(crate) fn clear_connection_alive_probe_if(&self, id: ProbeId) -> bool {
-        let removed = {
-            let mut side = lock(&self.side);
-            let slot = &table(&mut side).probe;
-            if slot.probe.is_none() || slot.id != id.0 {
-                return false;
-            }
-            self.remove_probe(&mut side)
-        };
-        drop(removed);
-        true
-    }
-
-    /// Takes the probe out of the slot and clears `PROBE` and `PROBE_DUE`,
-    /// under the lock. A schedule still in the timer finds no `PROBE`.
-    fn remove_probe(&self, side: &mut MutexGuard<'_, Option<Box<SideTable>>>) -> Option<Probe> {
-        let removed = table(side).probe.probe.take();
-        self.state
-            .fetch_and(!(State::PROBE | State::PROBE_DUE), AcqRel);
-        removed
-    }
-
-    pub(crate) fn set_probe_interval(&self, interval: Duration) {
-        self.probe_interval.store(nanos(interval), Relaxed);
-        let state = self.load();
-        if state.has(State::PROBE) {
-            self.restart_probe_interval(state);
-        }
-    }
-
-    /// Starts a probe interval for the statement of `state`: with interval
-    /// zero the probe is due at once (and stays due); otherwise the timer
-    /// marks it due one interval from now.
-    pub(crate) fn restart_probe_interval(&self, state: State) {
-        let interval = self.probe_interval.load(Relaxed);
-        if interval == 0 {
-            self.state.fetch_or(State::PROBE_DUE, AcqRel);
-        } else {
-            self.state.fetch_and(!State::PROBE_DUE, AcqRel);
-            let at = self.now().saturating_add(interval);
-            self.arm_probe(state.generation(), at);
-        }
-    }
-
-    pub(crate) fn check_connection_alive(&self) -> bool {
-        let probe = table(&mut lock(&self.side)).probe.probe.clone();
-        match probe {
-            Some(probe) => self.run_probe(&probe),
-            None => true,
-        }
-    }
-
-    /// The checkpoint's probe step (owner, `PROBE_DUE` set): starts the next
-    /// interval, runs the probe, returns the state to act on.
-    #[cold]
-    pub(crate) fn run_due_probe(&self, state: State) -> State {
-        if state.signal().is_some() {
-            return state; // killed already: report that, probe later
-        }
-        self.restart_probe_interval(state);
-        let probe = table(&mut lock(&self.side)).probe.probe.clone();
-        if let Some(probe) = probe {
-            self.run_probe(&probe);
-        }
-        self.load()
-    }
-
-    /// Runs `probe` outside any lock and kills the statement it probed if
-    /// the connection is dead. A probe that calls back into `handle_signal`
-    /// is not run again from there.
-    fn run_probe(&self, probe: &Probe) -> bool {
-        if PROBING.with(Cell::get) == self.address() {
-            return true;
-        }
-        struct Done(usize);
-        impl Drop for Done {
-            fn drop(&mut self) {
-                PROBING.with(|probing| probing.set(self.0));
-            }
-        }
-        let statement = self.statement();
-        let alive = {
-            let _done = Done(PROBING.with(|probing| probing.replace(self.address())));
-            probe()
-        };
-        if !alive {
-            // Targeted: a probe racing `reset` never kills the next statement.
-            let _ = self.kill_statement(statement, KillSignal::QueryInterrupted);
-        }
-        alive
     }
 }

@@ -1,6 +1,7 @@
 //! The vocabulary of a kill: which signal, which statement, what happened.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Why a statement is being stopped.
 ///
@@ -185,5 +186,55 @@ impl KillPhase {
             KillPhase::Idle => None,
             KillPhase::Killing(s) | KillPhase::Killed(s) => Some(s),
         }
+    }
+}
+
+/// How a kill event ended.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitOutcome {
+    /// The statement was killed with this signal.
+    Killed(KillSignal),
+    /// The statement ended (`reset`, or the session closed) without being
+    /// killed — or it had already ended when the event was created.
+    Reset,
+}
+
+/// What [`SqlKiller::set_cancel_hook`](crate::SqlKiller::set_cancel_hook) or [`SqlKiller::set_cancel_hook_for`](crate::SqlKiller::set_cancel_hook_for)
+/// did with the hook.
+#[must_use = "a hook may have been refused (`Stale`) or run already (`Ran`)"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HookStatus {
+    /// Installed: it runs once if this statement is killed (deferred to the
+    /// end of a kill-immune section), or is dropped un-run by `reset`.
+    Armed,
+    /// The statement had already been killed: the hook ran before the
+    /// install returned, on the installing thread.
+    Ran,
+    /// The statement named had already ended: the hook was dropped un-run
+    /// and nothing was changed (a late RPC thread cannot replace the hook
+    /// of the next statement).
+    Stale,
+}
+
+/// Default probe interval (TiDB's `checkConnectionAliveDur`).
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Names one installed liveness probe, so that a cleanup removes only its
+/// own probe (see [`SqlKiller::clear_connection_alive_probe_if`](crate::SqlKiller::clear_connection_alive_probe_if)).
+///
+/// Unique per killer: every install gets a new id.
+#[must_use = "keep the id to clear exactly this probe later"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeId(u64);
+
+impl ProbeId {
+    pub(crate) const fn new(id: u64) -> ProbeId {
+        ProbeId(id)
+    }
+
+    pub(crate) const fn get(self) -> u64 {
+        self.0
     }
 }

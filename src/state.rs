@@ -1,8 +1,10 @@
-//! The state word: generation, phase, signal and side-channel flags in one `u64`.
+//! The state word and every transition on it: a reader checks the whole machine in this file.
 //!
-//! Everything a killer and the owner race on is decided by read-modify-writes
-//! on this one word, so no reader ever sees a torn state and every transition
-//! is a single CAS, swap or `fetch_or`.
+//! Generation, phase, signal and the side channels' flags live in one
+//! `u64`, owned by [`StateCell`]. Nothing outside this file touches the
+//! atomic or names a flag: every access is a named transition that returns
+//! a [`Snapshot`] (or an enum saying what to do next), and the crate's
+//! proofs are about these transitions only.
 //!
 //! ```text
 //!  63           14     13       12     11    10    9      8     7    6       5      4..2    1       0
@@ -15,232 +17,568 @@
 //!  Killed(g, s)  = KILLING and KILLED set               (signal = s)
 //! ```
 //!
+//! | transition | who | operation | why this one |
+//! | --- | --- | --- | --- |
+//! | [`transition_to_killing`](StateCell::transition_to_killing) | any killer | CAS loop from the owner's hint | first writer wins (I1); the generation is compared in the same CAS (I3) |
+//! | [`transition_to_killed`](StateCell::transition_to_killed) | the winner, from a drop guard | `fetch_or`, Release | flags may be set concurrently; every side effect happens-before `reset` sees it (I6) |
+//! | [`transition_to_next_statement`](StateCell::transition_to_next_statement) | owner (`reset`, drop) | one CAS from the exact state read | a kill racing it lands on exactly one side (I3, TiDB #70545) |
+//! | [`register_waiter`](StateCell::register_waiter), [`arm_hook`](StateCell::arm_hook) | anyone, under the side-table lock | `fetch_or` | an RMW, never a load: the kill's CAS sees the flag or the caller sees the signal (I2, I7) |
+//! | [`enter_section`](StateCell::enter_section) / [`leave_section`](StateCell::leave_section) | owner | `fetch_or` / one CAS loop | a kill sees `IMMUNE` and defers, or came first and is waited for; leaving turns a deferred kill into `OWED` in the same RMW (I9) |
+//! | [`claim_owed`](StateCell::claim_owed) | owner | `fetch_and` | what a section deferred is served once |
+//! | [`park_owner`](StateCell::park_owner) | owner, under the side-table lock | `fetch_or` | the winner's `KILLED` RMW sees `PARKED` and wakes it (I6) |
+//! | probe marks | owner; the timer for [`mark_probe_due`](StateCell::mark_probe_due) | `fetch_or` / `fetch_and` / a CAS that checks the generation | a probe of statement g never runs in g + 1 (I3) |
+//! | [`close`](StateCell::close) | the owner's drop inside its own callback | `fetch_or` | the session closes without waiting for the kill this thread runs |
+//!
 //! # Invariants
 //!
-//! The crate's contract, I1 to I9. Each names the loom models (in
-//! `loom-tests/tests/`) that check it over every interleaving, and the
-//! broken twins (deliberately buggy models) that loom rejects; the tables in
-//! `docs/VERIFICATION.md` give their bounds and costs.
+//! The crate's contract; `docs/VERIFICATION.md` lists the loom models that
+//! check each over every interleaving, and the broken twins loom rejects.
 //!
 //! 1. **I1 first writer wins.** The only way out of `Idle(g)` towards a kill
-//!    is a CAS that installs `KILLING | signal`; exactly one CAS per generation
-//!    can succeed, and everyone else reads the winner's signal from the word
-//!    their CAS failed on. Models: `two_killers_race`, `three_killers_race`.
-//! 2. **I2 no lost kill.** The winning CAS is a Release; `handle_signal`
-//!    loads with Acquire, so any check that starts after `Sent` returned reads
-//!    the kill or a later state. Models: `kill_then_check`,
-//!    `kill_races_check`; broken twin `broken_kill_as_load_then_store` (I1).
-//!    Waiters: registering sets `WAITERS` with an RMW, so either the kill's
-//!    CAS sees it and wakes them, or the registration sees the signal.
-//!    Models: `waiter_registers_while_kill_fires`,
-//!    `async_waiter_registers_while_kill_fires`, `waiter_races_reset`,
-//!    `future_waker_replaced_while_kill_fires`,
-//!    `future_dropped_while_kill_fires`; broken twins:
-//!    `broken_check_then_sleep_waiter`, `broken_waker_replaced_in_two_steps`.
-//! 3. **I3 no stale kill.** A targeted kill compares the generation inside the
-//!    same CAS that installs the signal, so it cannot land on another
-//!    generation; `reset` is one CAS from `Idle`/`Killed`, so a racing kill
-//!    lands on exactly one side of it. Models: `kill_statement_races_reset`,
-//!    `kill_races_reset`; broken twins: `broken_stale_kill_check_then_act`,
-//!    `broken_reset_as_load_then_store` (TiDB #70545 / PR #70557).
-//!    Callbacks are scoped the same way: a hook installed for statement g
-//!    compares g inside the RMW that sets `HOOK` (else `Stale`), the probe
-//!    kills with a targeted kill, and a probe is cleared by id under the
-//!    lock. Models: `stale_hook_install_races_reset`, `probe_races_reset`,
-//!    `probe_path_of_handle_signal_races_reset`,
-//!    `stale_probe_clear_races_install`; broken twins:
-//!    `broken_hook_install_check_then_act`, `broken_probe_kill_untargeted`,
-//!    `broken_probe_clear_unconditional`.
+//!    is the CAS of `transition_to_killing`; one CAS per generation wins,
+//!    every other caller reads the winner's signal from the word its CAS
+//!    failed on.
+//! 2. **I2 no lost kill.** The winning CAS is a Release; the checkpoint
+//!    loads Relaxed and issues an Acquire fence before it acts on a signal,
+//!    so a check that starts after `Sent` returned reads the kill (coherence)
+//!    and everything the killer wrote before it (the fence). Waiters and
+//!    hooks register with an RMW on the word: the kill sees them or they
+//!    see the kill.
+//! 3. **I3 no stale kill.** A targeted kill compares the generation in its
+//!    CAS; `reset` is one CAS from the state it read. Hooks and probe marks
+//!    compare the generation in their RMW too.
 //! 4. **I4 no torn reason.** A kill with a reason holds the side-table lock
-//!    across its CAS and sets `REASON` in it; readers of a `REASON` state take
-//!    the same lock and re-check the generation, and a generation with
-//!    `REASON` only ends under that lock. Models:
-//!    `reason_seen_with_first_sight_of_signal`, `reason_travels_with_signal`;
-//!    broken twin: `broken_reason_written_before_cas`.
-//! 5. **I5 no data race.** Every field another thread can touch is an atomic
-//!    or behind a lock; the connection id is an atomic. Model:
-//!    `seed_55467_conn_id_races_reset`; broken twin:
-//!    `broken_55467_plain_conn_id` (TiDB #55467).
-//! 6. **I6 nobody hangs.** `reset` waits for `Killing` to become `Killed`, and
-//!    the winner sets `KILLED` from a drop guard, so a panicking side effect
-//!    still releases it. A hook taken out of the table is counted in
-//!    `hook_runners` and uncounted by a guard that exists before any user
-//!    code runs; every waker and the hook run under `catch_unwind`, so one
-//!    panic skips no other wake-up, and the first panic is resumed last.
-//!    No lock is held while user code runs. The owner waits by blocking,
-//!    not spinning, once a short backoff is over: it sets `PARKED` with an
-//!    RMW and the winner's `KILLED` RMW sees it (`wait.rs`). Models:
-//!    `kill_races_reset`, `hook_races_reset`, `waiter_races_reset`,
-//!    `panicking_hook_races_reset`, `panicking_waker_during_kill`,
-//!    `hook_run_at_install_races_reset`; broken twins
-//!    `broken_70545_reload_after_cas` (the nil lookup that panicked),
-//!    `broken_hook_counted_without_a_guard`,
-//!    `broken_reset_ignores_a_running_hook`,
-//!    `broken_owner_parks_after_a_plain_check`.
-//! 7. **I7 hooks exactly once.** Installing sets `HOOK` with an RMW under
-//!    the side-table lock: a later kill takes the hook out of the table, an
-//!    earlier one leaves it to the installer, who runs it at once; whoever
-//!    runs a hook counts it in `hook_runners`, and `reset` waits for zero.
-//!    Models: `hook_installed_while_kill_fires`, `hook_races_reset`,
-//!    `hook_run_at_install_races_reset`; broken twin:
-//!    `broken_70608_hook_published_after_check` (TiDB PR #70608).
-//! 8. **I8 finish fence.** The finish function runs outside the lock with
-//!    its runner recorded; `clear_finish_func` waits on a condvar until no
-//!    run is in progress. Model: `finish_races_clear`; broken twin:
-//!    `broken_finish_called_outside_the_fence`.
-//! 9. **I9 immunity.** Entering and leaving a kill-immune section are RMWs
-//!    on `IMMUNE`: a kill whose CAS saw `IMMUNE` leaves its waiters and hook
-//!    to the end of the section, any other kill serves them itself, and
-//!    entering waits for a kill that is still serving (or a hook still
-//!    running). Leaving runs no user code: it sets `OWED`, and the owner's
-//!    next operation (`release`, `handle_signal`, `reset`, `kill_immune`)
-//!    claims `OWED` with an RMW and serves them. `handle_signal` reads the
-//!    signal and `IMMUNE` in one load. Models: `kill_inside_guard`,
-//!    `waiter_registers_inside_guard`,
-//!    `hook_run_at_install_races_guard_entry`; broken twins:
-//!    `broken_immunity_checked_then_acted_on`,
-//!    `broken_waiter_ignores_the_section`,
-//!    `broken_reset_ignores_a_running_hook`.
+//!    across its CAS and sets `REASON`; a generation with `REASON` ends only
+//!    under that lock, and readers re-check the generation under it.
+//! 5. **I5 no data race.** Everything another thread touches is an atomic
+//!    or behind a lock.
+//! 6. **I6 nobody hangs.** The winner sets `KILLED` from a drop guard, so a
+//!    panicking side effect still releases `reset`; a hook taken out of the
+//!    table is counted by a guard that exists before user code runs; an
+//!    owner that blocks sets `PARKED` with an RMW and is woken.
+//! 7. **I7 hooks exactly once.** `HOOK` is set with an RMW under the lock:
+//!    a later kill takes the hook, an earlier one leaves it to the
+//!    installer, who runs it at once.
+//! 8. **I8 finish fence.** `clear_finish_func` waits until no run of the
+//!    finish function is in progress (the side table, not the word).
+//! 9. **I9 immunity.** Entering and leaving a section are RMWs on
+//!    `IMMUNE`; a kill whose CAS saw `IMMUNE` leaves its waiters and hook
+//!    owed, and leaving turns them into `OWED` in the same RMW, claimed by
+//!    the owner's next operation. The checkpoint reads the signal and
+//!    `IMMUNE` in one load.
 //!
 //! # Deadlock safety
 //!
-//! The only lock is the side table's (`SqlKiller::side`). It is never held
-//! while running user code (hooks, probes, finish functions, wakers), or
-//! while dropping user values, and the only wait under it is a condition
-//! variable wait, which releases it. The owner waits (spins briefly, then
-//! blocks on `SqlKiller::progress`) only while the word says `Killing` or a
-//! hook is running, and neither the killer nor a hook runner waits for
-//! anything the owner holds. The waits a callback could close on itself
-//! fail loudly instead: `reset` from inside this killer's own hook or waker
-//! panics (`kill_immune` from there does not wait), and the finish-function calls return
-//! `FinishError::Reentrant` from inside the finish function.
+//! There are two kinds of lock: each killer's side-table lock, and each
+//! timer's queue lock (`clock.rs`). They never nest: the timer takes due
+//! entries out of its queue, drops the queue lock, and only then serves
+//! the sessions (which may take their side-table locks); arming a deadline
+//! takes the queue lock while holding no side-table lock. No user code runs
+//! and no user value is dropped under either lock, and the only waits
+//! under a lock are condition-variable waits, which release it. The owner
+//! waits only while this word says `Killing` or a hook of its statement is
+//! running, and neither a killer nor a hook runner waits for anything the
+//! owner holds. The waits that a callback could close on itself are
+//! decided by one rule (`callback.rs`): a thread that is serving killer K's
+//! kill, anywhere down its stack, never waits for that kill.
 
+use crossbeam_utils::CachePadded;
+
+use crate::loom::atomic::{fence, AtomicU64, Ordering::*};
 use crate::{KillPhase, KillSignal};
 
-/// One snapshot of the state word.
+const KILLING: u64 = 1;
+const KILLED: u64 = 1 << 1;
+const SIGNAL_SHIFT: u32 = 2;
+const SIGNAL_MASK: u64 = 0b111 << SIGNAL_SHIFT;
+/// The side table's reason text belongs to this generation. Set by the
+/// winning CAS of a kill with a reason, while it holds the side-table lock;
+/// cleared by `reset` under the same lock.
+const REASON: u64 = 1 << 5;
+/// A waiter of this generation may be registered in the side table.
+const WAITERS: u64 = 1 << 6;
+/// A cancel hook of this generation may be installed in the side table.
+const HOOK: u64 = 1 << 7;
+/// A liveness probe is installed. Survives `reset`.
+const PROBE: u64 = 1 << 8;
+/// The owner holds a kill-immune guard. Survives `reset`.
+const IMMUNE: u64 = 1 << 9;
+/// A kill that won inside a kill-immune section still owes its waiters and
+/// hook. Set by `leave_section`, cleared by `claim_owed`. Never set while
+/// `IMMUNE` is.
+const OWED: u64 = 1 << 10;
+/// The owner is blocked until this generation's kill is `Killed`.
+const PARKED: u64 = 1 << 11;
+/// The owner was dropped: the session is closed. Never cleared. Kills are
+/// then `Stale`, hooks `Stale`, new kill events complete at once.
+const CLOSED: u64 = 1 << 12;
+/// The probe of this generation is due: the owner's next checkpoint runs
+/// it. Set by the timer with a CAS that checks the generation (or kept set
+/// while the probe interval is zero); cleared when the probe runs, and by
+/// `reset`.
+const PROBE_DUE: u64 = 1 << 13;
+
+const PHASE: u64 = KILLING | KILLED;
+/// Bits that `reset` keeps: they describe the session, not the statement.
+const STICKY: u64 = PROBE | IMMUNE;
+/// Bits whose generation-local data lives in the side table.
+const SIDE_DATA: u64 = REASON | WAITERS | HOOK;
+const GEN_SHIFT: u32 = 14;
+const LOW_MASK: u64 = (1 << GEN_SHIFT) - 1;
+/// Every flag bit (for `Debug`).
+const FLAGS: u64 = LOW_MASK & !(PHASE | SIGNAL_MASK);
+/// Anything that sends the owner's checkpoint off its fast path.
+const NOT_QUIET: u64 = SIGNAL_MASK | PROBE_DUE;
+
+/// One reading of the state word: a plain value, never stale-checked.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct State(pub(crate) u64);
+pub(crate) struct Snapshot(u64);
 
-impl State {
-    /// A kill won this generation. Set only by the winning CAS; cleared only by `reset`.
-    pub(crate) const KILLING: u64 = 1;
-    /// The winner has published every side effect. Set only by the winner
-    /// (`fetch_or`, from a drop guard); `reset` waits for it.
-    pub(crate) const KILLED: u64 = 1 << 1;
-    const SIGNAL_SHIFT: u32 = 2;
-    const SIGNAL_MASK: u64 = 0b111 << Self::SIGNAL_SHIFT;
-    /// The side table's reason text belongs to this generation. Set by the
-    /// winning CAS of a kill with a reason, while it holds the side-table
-    /// lock; cleared by `reset` under the same lock.
-    pub(crate) const REASON: u64 = 1 << 5;
-    /// A waiter of this generation may be registered in the side table.
-    pub(crate) const WAITERS: u64 = 1 << 6;
-    /// A cancel hook of this generation may be installed in the side table.
-    pub(crate) const HOOK: u64 = 1 << 7;
-    /// A liveness probe is installed. Survives `reset`.
-    pub(crate) const PROBE: u64 = 1 << 8;
-    /// The owner holds a kill-immune guard. Survives `reset`.
-    pub(crate) const IMMUNE: u64 = 1 << 9;
-    /// A kill that won inside a kill-immune section still owes its waiters
-    /// and hook. Set by the owner when the last guard ends; cleared by the
-    /// owner operation that delivers them (`deliver_owed`). Never set while
-    /// `IMMUNE` is.
-    pub(crate) const OWED: u64 = 1 << 10;
-    /// The owner is blocked until this generation's kill is `Killed`. Set
-    /// by the owner (an RMW, under the side-table lock); the winner's
-    /// `KILLED` RMW sees it and wakes the owner (`killer.rs`, `PublishOnDrop`).
-    pub(crate) const PARKED: u64 = 1 << 11;
-    /// The owner (`SqlKiller`) was dropped: the session is closed. Set once,
-    /// by the CAS that ends its last statement; never cleared. Kills are
-    /// then `Stale`, hooks `Stale`, new kill events complete at once.
-    pub(crate) const CLOSED: u64 = 1 << 12;
-    /// The probe of this generation is due: the owner's next
-    /// `handle_signal` runs it. Set by the timer with a CAS that checks the
-    /// generation (`time.rs`), or kept set while the probe interval is zero;
-    /// cleared by the owner when it runs the probe, and by `reset`.
-    pub(crate) const PROBE_DUE: u64 = 1 << 13;
-
-    /// The phase bits.
-    const PHASE: u64 = Self::KILLING | Self::KILLED;
-    /// Bits that `reset` keeps: they describe the session, not the statement.
-    const STICKY: u64 = Self::PROBE | Self::IMMUNE;
-    /// Bits whose generation-local data lives in the side table: a `reset`
-    /// that sees one must clear that data under the side-table lock.
-    pub(crate) const SIDE_DATA: u64 = Self::REASON | Self::WAITERS | Self::HOOK;
-    const GEN_SHIFT: u32 = 14;
-    const LOW_MASK: u64 = (1 << Self::GEN_SHIFT) - 1;
-    /// Every flag bit (for `Debug`).
-    const FLAGS: u64 = Self::LOW_MASK & !(Self::KILLING | Self::KILLED | Self::SIGNAL_MASK);
-    /// Anything that sends `handle_signal` off its fast path.
-    const NOT_QUIET: u64 = Self::SIGNAL_MASK | Self::PROBE_DUE;
-
-    /// `Idle(0)` with no flags: a new killer.
-    pub(crate) const INITIAL: State = State(0);
-
+impl Snapshot {
     /// The statement's sequence number in its session (50 bits).
     pub(crate) const fn generation(self) -> u64 {
-        self.0 >> Self::GEN_SHIFT
+        self.0 >> GEN_SHIFT
     }
 
     pub(crate) const fn signal(self) -> Option<KillSignal> {
-        KillSignal::from_u32(((self.0 & Self::SIGNAL_MASK) >> Self::SIGNAL_SHIFT) as u32)
+        KillSignal::from_u32(((self.0 & SIGNAL_MASK) >> SIGNAL_SHIFT) as u32)
     }
 
     pub(crate) const fn phase(self) -> KillPhase {
         match self.signal() {
             None => KillPhase::Idle,
-            Some(s) if self.0 & Self::KILLED == 0 => KillPhase::Killing(s),
+            Some(s) if self.0 & KILLED == 0 => KillPhase::Killing(s),
             Some(s) => KillPhase::Killed(s),
         }
     }
 
     /// A winner is still publishing side effects: `reset` must wait.
     pub(crate) const fn is_killing(self) -> bool {
-        self.0 & Self::PHASE == Self::KILLING
+        self.0 & PHASE == KILLING
     }
 
-    pub(crate) const fn has(self, flags: u64) -> bool {
-        self.0 & flags != 0
-    }
-
-    /// Nothing for `handle_signal` to do: no signal, no probe due.
+    /// Nothing for the owner's checkpoint to do: no signal, no probe due.
     #[inline(always)]
     pub(crate) const fn is_quiet(self) -> bool {
-        self.0 & Self::NOT_QUIET == 0
+        self.0 & NOT_QUIET == 0
     }
 
     /// No signal in this generation (a worker's fast path).
     #[inline(always)]
     pub(crate) const fn is_unkilled(self) -> bool {
-        self.0 & Self::SIGNAL_MASK == 0
+        self.0 & SIGNAL_MASK == 0
+    }
+
+    pub(crate) const fn is_closed(self) -> bool {
+        self.0 & CLOSED != 0
+    }
+
+    /// The owner is inside a kill-immune section.
+    pub(crate) const fn is_immune(self) -> bool {
+        self.0 & IMMUNE != 0
+    }
+
+    /// A kill-immune section that ended still owes a kill's side effects.
+    pub(crate) const fn is_owed(self) -> bool {
+        self.0 & OWED != 0
+    }
+
+    pub(crate) const fn has_reason(self) -> bool {
+        self.0 & REASON != 0
+    }
+
+    pub(crate) const fn has_waiters(self) -> bool {
+        self.0 & WAITERS != 0
+    }
+
+    pub(crate) const fn has_hook(self) -> bool {
+        self.0 & HOOK != 0
+    }
+
+    /// A kill of this generation has someone to serve: waiters or a hook.
+    pub(crate) const fn has_subscribers(self) -> bool {
+        self.0 & (WAITERS | HOOK) != 0
+    }
+
+    /// Generation-local data lives in the side table: ending the generation
+    /// must clear it under the side-table lock.
+    pub(crate) const fn has_side_data(self) -> bool {
+        self.0 & SIDE_DATA != 0
+    }
+
+    pub(crate) const fn has_probe(self) -> bool {
+        self.0 & PROBE != 0
+    }
+
+    pub(crate) const fn probe_due(self) -> bool {
+        self.0 & PROBE_DUE != 0
+    }
+
+    const fn parked(self) -> bool {
+        self.0 & PARKED != 0
     }
 
     /// `Killing(g, signal)` from `Idle(g)`, keeping every flag. (Idle has
     /// the phase and signal bits clear, so adding them sets them.)
-    pub(crate) const fn killing(self, signal: KillSignal) -> State {
-        let killing = Self::KILLING + ((signal as u64) << Self::SIGNAL_SHIFT);
-        State(self.0 + killing)
+    const fn killing(self, signal: KillSignal) -> Snapshot {
+        Snapshot(self.0 + (KILLING + ((signal as u64) << SIGNAL_SHIFT)))
     }
 
-    pub(crate) const fn with(self, flags: u64) -> State {
-        State(self.0 | flags)
+    const fn with(self, flags: u64) -> Snapshot {
+        Snapshot(self.0 | flags)
     }
 
     /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^50.
-    pub(crate) const fn next_generation(self) -> State {
-        let generation = (self.0 & !Self::LOW_MASK).wrapping_add(1 << Self::GEN_SHIFT);
+    pub(crate) const fn next_generation(self) -> Snapshot {
+        let generation = (self.0 & !LOW_MASK).wrapping_add(1 << GEN_SHIFT);
         // The generation and the sticky flags are disjoint: `+` is `|`.
-        State(generation + (self.0 & Self::STICKY))
+        Snapshot(generation + (self.0 & STICKY))
     }
 }
 
-impl std::fmt::Debug for State {
+impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("generation", &self.generation())
             .field("phase", &self.phase())
-            .field("flags", &format_args!("{:#05x}", self.0 & Self::FLAGS))
+            .field("flags", &format_args!("{:#05x}", self.0 & FLAGS))
             .finish()
+    }
+}
+
+/// What [`StateCell::transition_to_killing`] did.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KillTransition {
+    /// This kill won: the word now holds this `Killing` state, and the
+    /// caller must publish its side effects and then call
+    /// [`StateCell::transition_to_killed`] (from a drop guard).
+    Won(Snapshot),
+    /// Another kill won this generation first, with this signal.
+    AlreadyKilled(KillSignal),
+    /// The statement aimed at has ended, or the session is closed.
+    Stale,
+}
+
+/// What [`StateCell::transition_to_killed`] asks of the winner.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Published {
+    /// Nobody waits on the word.
+    Done,
+    /// The owner blocked until this kill was published: wake it.
+    WakeOwner,
+}
+
+/// What the owner must serve after [`StateCell::claim_owed`].
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owed {
+    Nothing,
+    /// Serve this kill's waiters and hook, as the state says they exist.
+    Serve(KillSignal, Snapshot),
+}
+
+/// One step of [`StateCell::update`].
+enum Step<T> {
+    /// Answer `T` without writing.
+    Stop(T),
+    /// Write this state (CAS from the one read), then answer `T`.
+    Write(Snapshot, T),
+}
+
+/// The state word and the owner's guess of it, alone on their cache line:
+/// killers of other sessions never write near it, and the owner's checks
+/// never share a line with anyone else's writes (the guess is written only
+/// by the owner, at the end of a statement, and read by killers just
+/// before their CAS on the same line).
+pub(crate) struct StateCell(CachePadded<Line>);
+
+struct Line {
+    word: AtomicU64,
+    /// The word as the owner's last statement end installed it: where kills
+    /// and `reset` start their CAS, so an untouched statement costs one CAS
+    /// each. Only a guess: a CAS checks every use, and no answer is ever
+    /// given from it.
+    hint: AtomicU64,
+}
+
+// Orderings, once for the whole file:
+// - the winning kill CAS is AcqRel: Release publishes the signal (and what
+//   the killer wrote before it); Acquire orders it after the reset that
+//   opened the generation.
+// - `load` is Acquire; the checkpoint loads Relaxed and fences with Acquire
+//   off its fast path, which is the same wherever it matters.
+// - `KILLED` is set with Release and the owner reads it with Acquire: every
+//   side effect of the kill happens-before `reset` returns.
+// - `reset`'s CAS is AcqRel for the same two reasons as the kill's.
+// - the flag RMWs are AcqRel: each is one side of a "one of us sees the
+//   other" pair with a kill or a reset.
+
+impl StateCell {
+    /// `Idle(0)` with no flags: a new session.
+    pub(crate) fn new() -> StateCell {
+        StateCell(CachePadded::new(Line {
+            word: AtomicU64::new(0),
+            hint: AtomicU64::new(0),
+        }))
+    }
+
+    /// The word now (Acquire).
+    #[inline(always)]
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot(self.0.word.load(Acquire))
+    }
+
+    /// The checkpoint's read: Relaxed, so a caller's loop of checks has no
+    /// barrier in it. Call [`acquire`](StateCell::acquire) before acting on
+    /// a signal it shows. A check that starts after a kill returned still
+    /// reads it: coherence, not ordering, guarantees that.
+    #[inline(always)]
+    pub(crate) fn load_for_check(&self) -> Snapshot {
+        Snapshot(self.0.word.load(Relaxed))
+    }
+
+    /// The Acquire fence that completes [`load_for_check`](StateCell::load_for_check)
+    /// off the fast path: everything the killer wrote before its kill is
+    /// visible after it.
+    #[inline(always)]
+    pub(crate) fn acquire(&self) {
+        fence(Acquire);
+    }
+
+    /// Reads the word inside a read-modify-write sequence with an RMW that
+    /// changes nothing, rather than a load.
+    ///
+    /// On purpose: loom 0.7's DPOR remembers only the *last* access to an
+    /// atomic, so in "load, then CAS" a thread's own load hides every other
+    /// thread's earlier load from the CAS, and loom never tries the CAS
+    /// first (tokio-rs/loom#392 is one face of it; `loom-tests` asserts that
+    /// both orders are explored). The sequences therefore start with a CAS
+    /// from the owner's hint, and read with this where they must. Natively
+    /// it costs one locked instruction on a path that is about to CAS the
+    /// same cache line anyway.
+    pub(crate) fn load_for_update(&self) -> Snapshot {
+        Snapshot(self.0.word.fetch_or(0, Acquire))
+    }
+
+    /// The one CAS loop. Starts from `guess` (the owner's hint) if given,
+    /// else from a read. `step` looks at the word and stops or asks for a
+    /// write; a stop decided on a guess is never answered: the loop reads
+    /// the word and asks again.
+    fn update<T>(&self, guess: Option<Snapshot>, mut step: impl FnMut(Snapshot) -> Step<T>) -> T {
+        let mut guessing = guess.is_some();
+        let mut current = guess.unwrap_or_else(|| self.load_for_update());
+        loop {
+            match step(current) {
+                Step::Stop(answer) if !guessing => return answer,
+                Step::Stop(_) => {
+                    guessing = false;
+                    current = self.load_for_update();
+                }
+                Step::Write(next, answer) => {
+                    match self
+                        .0
+                        .word
+                        .compare_exchange(current.0, next.0, AcqRel, Acquire)
+                    {
+                        Ok(_) => return answer,
+                        Err(actual) => {
+                            guessing = false;
+                            current = Snapshot(actual);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The owner's guess of the word: what its last statement end installed.
+    fn hint(&self) -> Snapshot {
+        // Relaxed: a guess; every use is checked by a CAS.
+        Snapshot(self.0.hint.load(Relaxed))
+    }
+
+    /// A kill: `Idle(g)` to `Killing(g, signal)`, if the generation is
+    /// `target` (any, if `None`) and the session is open; with `REASON` set
+    /// if the caller holds the side-table lock and will write a reason.
+    ///
+    /// A CAS, not a `fetch_or`: the signal may only be installed over
+    /// `Idle` of the expected generation (I1, I3). It starts from the
+    /// owner's hint, so the first CAS wins on an untouched statement.
+    pub(crate) fn transition_to_killing(
+        &self,
+        target: Option<u64>,
+        signal: KillSignal,
+        with_reason: bool,
+    ) -> KillTransition {
+        self.update(Some(self.hint()), |current| {
+            if current.is_closed() || target.is_some_and(|g| g != current.generation()) {
+                return Step::Stop(KillTransition::Stale);
+            }
+            if let Some(winner) = current.signal() {
+                return Step::Stop(KillTransition::AlreadyKilled(winner));
+            }
+            let mut next = current.killing(signal);
+            if with_reason {
+                next = next.with(REASON);
+            }
+            Step::Write(next, KillTransition::Won(next))
+        })
+    }
+
+    /// The winner has published every side effect: `Killing` to `Killed`.
+    /// Called from a drop guard, so also while unwinding (I6).
+    pub(crate) fn transition_to_killed(&self) -> Published {
+        // `fetch_or`, not a store: waiters and hooks may set their flags
+        // concurrently, and the owner may set `PARKED`. Release: every side
+        // effect happens-before the `reset` that sees `KILLED`.
+        let prev = Snapshot(self.0.word.fetch_or(KILLED, Release));
+        if prev.parked() {
+            Published::WakeOwner
+        } else {
+            Published::Done
+        }
+    }
+
+    /// Ends the statement of the owner's hint in one CAS, if nothing
+    /// touched it since: `Ok` with the state ended, else `Err` with the word
+    /// as it is (where the owner's slow path starts).
+    pub(crate) fn try_next_statement_from_hint(&self, close: bool) -> Result<Snapshot, Snapshot> {
+        let hint = self.hint();
+        self.transition_to_next_statement(hint, close)
+            .map(|()| hint)
+    }
+
+    /// Ends the generation of `current` (owner only): one CAS from the exact
+    /// state read, to `Idle(g + 1)`, keeping only the session's flags, and
+    /// `CLOSED` if `close`. A kill that lands between the read and the CAS
+    /// makes it fail, so the kill is either returned by this `reset` or
+    /// survives into the next generation (TiDB #70545). On failure, returns
+    /// the word as it is. The caller must not call this while `current` is
+    /// `Killing`.
+    pub(crate) fn transition_to_next_statement(
+        &self,
+        current: Snapshot,
+        close: bool,
+    ) -> Result<(), Snapshot> {
+        debug_assert!(!current.is_killing());
+        let mut next = current.next_generation();
+        if close {
+            next = next.with(CLOSED);
+        }
+        match self
+            .0
+            .word
+            .compare_exchange(current.0, next.0, AcqRel, Acquire)
+        {
+            Ok(_) => {
+                // The hint is never closed: a closed word is read, not guessed.
+                self.0.hint.store(current.next_generation().0, Relaxed);
+                Ok(())
+            }
+            Err(actual) => Err(Snapshot(actual)),
+        }
+    }
+
+    /// Marks that a waiter of the current generation may be registered
+    /// (under the side-table lock). An RMW, never a load: the kill's CAS and
+    /// this are ordered on one word, so either the kill sees `WAITERS` and
+    /// wakes the waiter, or this returns the kill's signal (no lost
+    /// wake-up). Returns the word before.
+    pub(crate) fn register_waiter(&self) -> Snapshot {
+        Snapshot(self.0.word.fetch_or(WAITERS, AcqRel))
+    }
+
+    /// Marks that a hook of the current generation may be installed (under
+    /// the side-table lock): a later kill's CAS sees `HOOK` and takes the
+    /// hook, or this returns the kill and the installer runs it.
+    /// Publishing the hook after a plain check is TiDB PR #70608's bug.
+    /// Returns the word before; a stale install may leave `HOOK` set on the
+    /// next statement, which only means "look in the table".
+    pub(crate) fn arm_hook(&self) -> Snapshot {
+        Snapshot(self.0.word.fetch_or(HOOK, AcqRel))
+    }
+
+    /// Enters the kill-immune section (owner, outermost guard). A kill's
+    /// CAS either sees `IMMUNE` and defers, or came first: the returned word
+    /// says whether it is still publishing. Returns the word before.
+    pub(crate) fn enter_section(&self) -> Snapshot {
+        Snapshot(self.0.word.fetch_or(IMMUNE, AcqRel))
+    }
+
+    /// Leaves the kill-immune section (owner, outermost guard): clears
+    /// `IMMUNE` and, if a kill won meanwhile, sets `OWED`, in one RMW. A
+    /// kill after it sees no `IMMUNE` and serves itself.
+    pub(crate) fn leave_section(&self) {
+        self.update(None, |current| {
+            let mut next = Snapshot(current.0 & !IMMUNE);
+            if current.signal().is_some() {
+                next = next.with(OWED);
+            }
+            Step::Write(next, ())
+        })
+    }
+
+    /// Claims what a kill-immune section owed (owner): one RMW, so it is
+    /// served once.
+    pub(crate) fn claim_owed(&self) -> Owed {
+        let prev = Snapshot(self.0.word.fetch_and(!OWED, AcqRel));
+        match prev.signal() {
+            Some(signal) if prev.is_owed() => Owed::Serve(signal, prev),
+            _ => Owed::Nothing,
+        }
+    }
+
+    /// The owner is about to block until this generation's kill is
+    /// published (under the side-table lock): the winner's `KILLED` RMW is
+    /// later in the word's order, so it sees `PARKED` and wakes it. Returns
+    /// the word before: block only if it still says `Killing`.
+    pub(crate) fn park_owner(&self) -> Snapshot {
+        Snapshot(self.0.word.fetch_or(PARKED, AcqRel))
+    }
+
+    /// A probe is installed (under the side-table lock).
+    pub(crate) fn set_probe(&self) {
+        self.0.word.fetch_or(PROBE, AcqRel);
+    }
+
+    /// The probe is removed (under the side-table lock): a schedule still
+    /// in the timer finds no `PROBE`.
+    pub(crate) fn remove_probe(&self) {
+        self.0.word.fetch_and(!(PROBE | PROBE_DUE), AcqRel);
+    }
+
+    /// The probe is due now and stays due (an interval of zero).
+    pub(crate) fn set_probe_due(&self) {
+        self.0.word.fetch_or(PROBE_DUE, AcqRel);
+    }
+
+    /// A new probe interval starts: the probe is not due.
+    pub(crate) fn clear_probe_due(&self) {
+        self.0.word.fetch_and(!PROBE_DUE, AcqRel);
+    }
+
+    /// The timer found statement `generation`'s probe due: sets `PROBE_DUE`
+    /// only if that generation is current and has a probe, in one CAS, so a
+    /// probe of statement g never runs early in g + 1.
+    pub(crate) fn mark_probe_due(&self, generation: u64) {
+        self.update(None, |current| {
+            // (Already due, or a closed session: the CAS changes nothing
+            // that matters, so no test for those.)
+            if current.generation() == generation && current.has_probe() {
+                Step::Write(current.with(PROBE_DUE), ())
+            } else {
+                Step::Stop(())
+            }
+        })
+    }
+
+    /// Closes the session without ending its statement: for the owner's
+    /// drop on a thread that is serving this session's kill, which must not
+    /// wait for it. Kills are `Stale` from here on. Returns the word before.
+    pub(crate) fn close(&self) -> Snapshot {
+        Snapshot(self.0.word.fetch_or(CLOSED, AcqRel))
     }
 }
 
@@ -250,7 +588,7 @@ mod tests {
 
     #[test]
     fn phases_round_trip() {
-        let idle = State::INITIAL;
+        let idle = Snapshot(0);
         assert_eq!(idle.phase(), KillPhase::Idle);
         assert!(idle.is_quiet());
         for signal in KillSignal::ALL {
@@ -258,7 +596,7 @@ mod tests {
             assert_eq!(killing.phase(), KillPhase::Killing(signal));
             assert!(killing.is_killing());
             assert!(!killing.is_quiet());
-            let killed = killing.with(State::KILLED);
+            let killed = killing.with(KILLED);
             assert_eq!(killed.phase(), KillPhase::Killed(signal));
             assert!(!killed.is_killing());
             assert_eq!(killed.generation(), idle.generation());
@@ -267,35 +605,85 @@ mod tests {
 
     #[test]
     fn reset_keeps_only_session_bits() {
-        let s = State::INITIAL
-            .with(State::PROBE | State::IMMUNE | State::HOOK | State::WAITERS | State::REASON)
+        let s = Snapshot(PROBE | IMMUNE | HOOK | WAITERS | REASON)
             .killing(KillSignal::RunawayQueryExceeded)
-            .with(State::KILLED);
+            .with(KILLED);
         let next = s.next_generation();
         assert_eq!(next.generation(), 1);
         assert_eq!(next.phase(), KillPhase::Idle);
-        assert!(next.has(State::PROBE) && next.has(State::IMMUNE));
-        assert!(!next.has(State::SIDE_DATA));
+        assert!(next.has_probe() && next.is_immune());
+        assert!(!next.has_side_data());
     }
 
     #[test]
     fn debug_shows_generation_phase_and_flags() {
-        let s = State::INITIAL
+        let s = Snapshot(0)
             .next_generation()
-            .with(State::WAITERS | State::PROBE_DUE)
+            .with(WAITERS | PROBE_DUE)
             .killing(KillSignal::QueryInterrupted);
         assert_eq!(
             format!("{s:?}"),
             "State { generation: 1, phase: Killing(QueryInterrupted), flags: 0x2040 }"
         );
-        let all = State(u64::MAX);
+        let all = Snapshot(u64::MAX);
         assert!(format!("{all:?}").ends_with("flags: 0x3fe0 }"), "{all:?}");
     }
 
     #[test]
     fn generation_wraps_after_2_pow_50() {
-        let last = State(!State::LOW_MASK);
+        let last = Snapshot(!LOW_MASK);
         assert_eq!(last.generation(), (1 << 50) - 1);
         assert_eq!(last.next_generation().generation(), 0);
+    }
+
+    #[test]
+    fn leaving_a_section_owes_a_kill_in_one_step() {
+        let cell = StateCell::new();
+        let _ = cell.enter_section();
+        assert_eq!(
+            cell.transition_to_killing(None, KillSignal::QueryInterrupted, false),
+            KillTransition::Won(Snapshot(IMMUNE).killing(KillSignal::QueryInterrupted))
+        );
+        cell.leave_section();
+        let now = cell.snapshot();
+        assert!(!now.is_immune() && now.is_owed());
+        assert_eq!(
+            cell.claim_owed(),
+            Owed::Serve(KillSignal::QueryInterrupted, now)
+        );
+        assert_eq!(cell.claim_owed(), Owed::Nothing);
+        let _ = cell.enter_section();
+        cell.leave_section();
+        assert!(!cell.snapshot().is_immune());
+    }
+
+    #[test]
+    fn a_kill_from_a_stale_hint_reads_the_word() {
+        let cell = StateCell::new();
+        cell.transition_to_next_statement(cell.snapshot(), false)
+            .unwrap();
+        // The hint says generation 1; a kill aimed at 1 wins at once, one
+        // aimed at 0 reads the word and is stale.
+        assert_eq!(
+            cell.transition_to_killing(Some(0), KillSignal::QueryInterrupted, false),
+            KillTransition::Stale
+        );
+        assert!(matches!(
+            cell.transition_to_killing(Some(1), KillSignal::QueryInterrupted, true),
+            KillTransition::Won(s) if s.has_reason() && s.generation() == 1
+        ));
+        assert_eq!(cell.transition_to_killed(), Published::Done);
+        assert_eq!(
+            cell.try_next_statement_from_hint(false),
+            Err(cell.snapshot()),
+            "a killed statement is not the hint"
+        );
+        let closed = cell.snapshot();
+        cell.transition_to_next_statement(closed, true).unwrap();
+        assert!(cell.snapshot().is_closed());
+        assert_eq!(
+            cell.transition_to_killing(None, KillSignal::QueryInterrupted, false),
+            KillTransition::Stale
+        );
     }
 }

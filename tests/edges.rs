@@ -3,6 +3,8 @@
 //! to a statement. Each test here reproduces a failure seen on an earlier
 //! version of the crate.
 
+mod support;
+
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -13,26 +15,13 @@ use std::thread;
 use std::time::Duration;
 
 use sqlkiller::{KillError, KillOutcome, KillPhase, KillSignal, SqlKiller, WaitOutcome};
+use support::{in_child_process, thread_cpu_ticks, within};
 
 use KillSignal::*;
 
 /// How long a step may take before the test calls it a hang. Generous: it
 /// only separates "returned" from "never returns" on a loaded machine.
 const HANG: Duration = Duration::from_secs(20);
-
-/// Runs `f` on its own thread and fails the test if it has not returned
-/// within [`HANG`] (the thread is left behind: the test fails anyway).
-fn must_return<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(Ok(value)) => value,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("{what} did not return within {HANG:?}: it hangs"),
-    }
-}
 
 /// A waker whose `wake` panics, as a buggy executor's might.
 struct PanickingWaker;
@@ -102,16 +91,16 @@ fn a_panicking_waker_wedges_nothing_and_skips_nobody() {
         hook_ran.load(SeqCst),
         "the hook ran despite the waker's panic"
     );
-    let woke = must_return("the blocked waiter", move || blocked.join().unwrap());
+    let woke = within("the blocked waiter", HANG, move || blocked.join().unwrap());
     assert_eq!(woke, WaitOutcome::Killed(QueryInterrupted));
 
     let k = Arc::clone(&killer);
-    must_return("kill_immune after a panicking waker", move || {
+    within("kill_immune after a panicking waker", HANG, move || {
         let guard = k.kill_immune();
         drop(guard);
     });
     let k = Arc::clone(&killer);
-    let cleared = must_return("reset after a panicking waker", move || k.reset());
+    let cleared = within("reset after a panicking waker", HANG, move || k.reset());
     assert_eq!(cleared, Some(QueryInterrupted));
 }
 
@@ -130,7 +119,7 @@ fn a_panicking_waker_woken_by_reset_skips_nobody() {
         first,
         "the statement ended all the same"
     );
-    let woke = must_return("the blocked waiter", move || blocked.join().unwrap());
+    let woke = within("the blocked waiter", HANG, move || blocked.join().unwrap());
     assert_eq!(woke, WaitOutcome::Reset);
     assert_eq!(
         killer.send_kill_signal(MaxExecTimeExceeded),
@@ -145,24 +134,10 @@ fn a_panicking_waker_woken_by_reset_skips_nobody() {
 /// (Run in a child process: an abort would take the test runner with it.)
 #[test]
 fn a_guard_dropped_while_unwinding_runs_no_user_code() {
-    if std::env::var_os("SQLKILLER_EDGES_CHILD").is_some() {
-        return guard_unwinding_child();
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_guard_dropped_while_unwinding_runs_no_user_code",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SQLKILLER_EDGES_CHILD", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the child died ({}): {stderr}",
-        output.status
+    in_child_process(
+        "a_guard_dropped_while_unwinding_runs_no_user_code",
+        HANG,
+        guard_unwinding_child,
     );
 }
 
@@ -236,18 +211,6 @@ fn a_finish_function_that_panics_is_removed() {
     killer.clear_finish_func().unwrap();
 }
 
-/// The CPU time this thread has used so far, in clock ticks (Linux).
-fn thread_cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // Fields after the command name (which may hold spaces): state is 3rd,
-    // utime the 14th and stime the 15th of the whole line.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// Failure 4: `reset` waiting for a slow hook yield-spun for its whole run
 /// (a 500 ms hook cost the owner about 300 ms of CPU). It must block: here
 /// it may use at most 10% of the wait (the budget of docs/BENCHMARKS.md), measured as the owner
@@ -269,7 +232,7 @@ fn reset_waiting_for_a_slow_hook_does_not_burn_a_core() {
     let kill = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
     started.recv().unwrap();
     let k = Arc::clone(&killer);
-    let (ticks, cleared) = must_return("reset", move || {
+    let (ticks, cleared) = within("reset", HANG, move || {
         let before = thread_cpu_ticks().unwrap();
         let cleared = k.reset();
         (thread_cpu_ticks().unwrap() - before, cleared)
@@ -299,7 +262,7 @@ fn guard_entry_waiting_for_a_slow_hook_does_not_burn_a_core() {
     let kill = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
     started.recv().unwrap();
     let k = Arc::clone(&killer);
-    let ticks = must_return("kill_immune", move || {
+    let ticks = within("kill_immune", HANG, move || {
         let before = thread_cpu_ticks().unwrap();
         let guard = k.kill_immune();
         let ticks = thread_cpu_ticks().unwrap() - before;
@@ -498,7 +461,7 @@ fn a_timed_out_waiter_leaves_other_waiters_registered() {
     let mut impatient = killer.kill_event();
     assert_eq!(impatient.wait_timeout(Duration::from_millis(5)), None);
     assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
-    let woke = must_return("the blocked waiter", move || blocked.join().unwrap());
+    let woke = within("the blocked waiter", HANG, move || blocked.join().unwrap());
     assert_eq!(woke, WaitOutcome::Killed(QueryInterrupted));
     assert_eq!(
         impatient.try_outcome(),
@@ -580,7 +543,7 @@ fn concurrent_finish_calls_wait_for_each_other() {
     thread::sleep(Duration::from_millis(20));
     release.send(()).unwrap();
     assert_eq!(first.join().unwrap(), Ok(true));
-    let second = must_return("the second finish", move || second.join().unwrap());
+    let second = within("the second finish", HANG, move || second.join().unwrap());
     assert_eq!(
         second,
         Ok(true),

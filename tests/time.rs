@@ -1,12 +1,15 @@
 //! Time-driven kills on a manual clock: deadlines and the probe schedule,
 //! step by step, with no real sleeps.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlkiller::{KillError, KillOutcome, KillSignal, ManualClock, SqlKiller, WaitOutcome};
+use support::cpu_ticks;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -268,20 +271,10 @@ fn find_timer_thread() -> Option<PathBuf> {
     None
 }
 
-/// The CPU ticks (user + system) the thread at `dir` has used. The timer
-/// thread never exits, so its entry stays readable.
+/// The CPU ticks the thread at `dir` has used. The timer thread never
+/// exits, so its entry stays readable.
 fn ticks(dir: &Path) -> u64 {
-    let stat = std::fs::read_to_string(dir.join("stat"))
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.join("stat").display()));
-    let rest = &stat[stat.rfind(')').expect("comm in parentheses") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> u64 {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or_else(|| panic!("no tick count in {stat:?}"))
-    };
-    field(11) + field(12) // utime, stime
+    cpu_ticks(dir).unwrap_or_else(|| panic!("no tick count in {}", dir.join("stat").display()))
 }
 
 /// The timer thread sleeps until the earliest deadline: it does not spin.

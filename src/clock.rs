@@ -47,11 +47,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::killer::Shared;
+use crate::callback;
 use crate::loom::atomic::{AtomicU64, Ordering::*};
 use crate::loom::{lock, Condvar, Mutex};
-use crate::state::State;
-use crate::{KillSignal, StatementId};
+
+/// What the timer serves: a session (the engine's shared block). The queue
+/// holds it weakly, so the timer never keeps a session alive.
+pub(crate) trait TimerClient: Send + Sync {
+    /// The timer's visit at `now`.
+    fn on_timer(&self, now: u64);
+}
+
+/// A session as the timer's queue holds it.
+pub(crate) type Session = Weak<dyn TimerClient>;
 
 /// No time: a deadline not armed, a session not scheduled.
 pub(crate) const NEVER: u64 = u64::MAX;
@@ -83,7 +91,7 @@ impl Timer {
     }
 
     /// Makes the timer look at `session` at time `at`.
-    fn push(&self, at: u64, session: Weak<Shared>) {
+    pub(crate) fn push(&self, at: u64, session: Session) {
         match self {
             Timer::Real => real::core().push(at, session),
             Timer::Manual(core) => core.push(at, session),
@@ -104,7 +112,7 @@ pub(crate) struct TimerCore {
 
 #[derive(Default)]
 struct Queue {
-    entries: BTreeMap<(u64, u64), Weak<Shared>>,
+    entries: BTreeMap<(u64, u64), Session>,
     pushed: u64,
 }
 
@@ -124,7 +132,7 @@ impl TimerCore {
         }
     }
 
-    fn push(&self, at: u64, session: Weak<Shared>) {
+    pub(crate) fn push(&self, at: u64, session: Session) {
         let mut queue = lock(&self.queue);
         queue.pushed += 1;
         let key = (at, queue.pushed);
@@ -138,7 +146,7 @@ impl TimerCore {
     }
 
     /// Takes every entry due at `now` out of the queue.
-    fn take_due(&self, now: u64) -> Vec<Weak<Shared>> {
+    fn take_due(&self, now: u64) -> Vec<Session> {
         let mut queue = lock(&self.queue);
         let mut due = Vec::new();
         while queue.first_at().is_some_and(|first| first <= now) {
@@ -156,7 +164,9 @@ impl TimerCore {
                 let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     session.on_timer(now);
                 }));
-                drop(served);
+                if let Err(payload) = served {
+                    callback::drop_payload(payload);
+                }
             }
         }
     }
@@ -248,14 +258,6 @@ impl WaitDeadline {
     }
 }
 
-/// The real clock and a sleep for the crate's own unit tests
-/// (`src/canaries.rs`), so that even there time enters through this module.
-#[cfg(all(test, not(loom)))]
-pub(crate) mod for_tests {
-    pub(crate) use std::thread::sleep;
-    pub(crate) use std::time::Instant;
-}
-
 #[cfg(not(loom))]
 mod real {
     use std::sync::{Arc, OnceLock};
@@ -323,86 +325,5 @@ mod real {
 
     pub(super) fn core() -> &'static TimerCore {
         panic!("{UNDER_LOOM}")
-    }
-}
-
-impl Shared {
-    /// Now, on this killer's clock.
-    pub(crate) fn now(&self) -> u64 {
-        self.timer.now()
-    }
-
-    /// Arms statement `generation`'s deadline at `at` (`NEVER`: none).
-    /// Owner only, while that statement is current.
-    pub(crate) fn arm_deadline(&self, generation: u64, at: u64) {
-        // `at` before `gen`: a timer that reads this `gen` reads this `at`
-        // or a later statement's (see the module docs).
-        self.deadline_at.store(at, Relaxed);
-        self.deadline_gen.store(generation, Release);
-        self.schedule(at);
-    }
-
-    /// Arms statement `generation`'s next probe at `at`. Owner only.
-    pub(crate) fn arm_probe(&self, generation: u64, at: u64) {
-        self.probe_at.store(at, Relaxed);
-        self.probe_gen.store(generation, Release);
-        self.schedule(at);
-    }
-
-    /// Makes sure the timer looks at this session no later than `at`.
-    fn schedule(&self, at: u64) {
-        if at == NEVER {
-            return;
-        }
-        // An RMW, ordered with the timer's `swap` (module docs).
-        if self.timer_sched.fetch_min(at, AcqRel) > at {
-            self.timer.push(at, self.me.clone());
-        }
-    }
-
-    /// The timer's visit at `now`: fires a due deadline, marks a due probe,
-    /// and reschedules for what is left.
-    fn on_timer(&self, now: u64) {
-        self.timer_sched.swap(NEVER, AcqRel);
-        let generation = self.deadline_gen.load(Acquire);
-        let at = self.deadline_at.load(Relaxed);
-        let mut next = NEVER;
-        if at <= now {
-            let id = StatementId {
-                killer: self.id,
-                generation,
-            };
-            // Targeted: `Stale` if the statement has ended.
-            let _ = self.kill_statement(id, KillSignal::MaxExecTimeExceeded);
-        } else {
-            next = at;
-        }
-        let generation = self.probe_gen.load(Acquire);
-        let at = self.probe_at.load(Relaxed);
-        if at <= now {
-            self.mark_probe_due(generation);
-        } else {
-            next = next.min(at);
-        }
-        self.schedule(next);
-    }
-
-    /// Sets `PROBE_DUE` if `generation` is still current and has a probe:
-    /// one CAS that checks the generation, so a probe of statement g never
-    /// runs early in g + 1.
-    fn mark_probe_due(&self, generation: u64) {
-        let mut current = self.load_for_update();
-        // (Already due, or a closed session: the CAS changes nothing that
-        // matters, so no test for those.)
-        while current.generation() == generation && current.has(State::PROBE) {
-            let due = current.with(State::PROBE_DUE);
-            match self
-                .state
-                .compare_exchange(current.0, due.0, AcqRel, Acquire)
-            {
-                Ok(_) => return,
-                Err(actual) => current = State(actual),
-            }
-        }
     }
 }

@@ -1,44 +1,38 @@
-//! Canaries: the crate's blocking paths, each run under a watchdog, so a bug
-//! that would make one of them wait for ever fails here within seconds
-//! instead of hanging a test run.
+//! Every blocking path of the crate, each run under a watchdog: a waiter
+//! woken by a kill and by `reset`, a pending future completed by a kill,
+//! events of ended or closed statements, `wait_timeout`, a kill published
+//! before it returns, hooks counted, `reset` parked until a slow hook
+//! returns, `reset` from inside the killer's own hook, deferred kills
+//! served at `release` and at `reset`, finish-function reentry.
 //!
-//! These are unit tests, so `cargo test` runs them first and stops at their
-//! failure: a change that turns a wake-up, a wait or a hook count into a
-//! hang is reported as a failure naming the path, not as a run that a
-//! harness has to kill (mutation testing counts those apart). Every
-//! scenario is single-purpose and finishes in milliseconds; the integration
-//! tests cover the same paths under races.
+//! A change that turns a wake-up, a wait or a hook count into a hang fails
+//! here within seconds, as a failure naming the path, instead of hanging
+//! the test run until a harness kills it (mutation testing counts those
+//! apart). Each scenario is single-purpose and takes milliseconds; the
+//! other tests cover the same paths under races.
 
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+mod support;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
+use std::thread::{self, sleep};
+use std::time::{Duration, Instant};
 
-use crate::time::for_tests::{sleep, Instant};
-use crate::{FinishError, KillError, KillSignal, SqlKiller, WaitOutcome};
+use sqlkiller::{
+    FinishError, HookStatus, KillError, KillPhase, KillSignal, SqlKiller, WaitOutcome,
+};
+use support::{panic_message, within};
 
-/// Runs `scenario` on its own thread and fails if it is still running after
-/// five seconds (a hang; the thread is left behind). A panic inside it is
-/// passed on. Each scenario takes milliseconds.
-fn within<T: Send + 'static>(what: &str, scenario: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, outcome) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(catch_unwind(AssertUnwindSafe(scenario)));
-    });
-    match outcome.recv_timeout(Duration::from_secs(5)) {
-        Ok(Ok(value)) => value,
-        Ok(Err(panic)) => resume_unwind(panic),
-        Err(_) => panic!("{what}: still blocked after 5 s"),
-    }
-}
+/// How long a scenario may block before the test calls it a hang. Each
+/// takes milliseconds.
+const HANG: Duration = Duration::from_secs(5);
 
 const KILL: KillSignal = KillSignal::QueryInterrupted;
 
 #[test]
 fn a_kill_wakes_a_blocked_waiter() {
-    let outcome = within("waiter", || {
+    let outcome = within("waiter", HANG, || {
         let killer = SqlKiller::new();
         let handle = killer.handle();
         let mut event = killer.kill_event_owned();
@@ -52,7 +46,7 @@ fn a_kill_wakes_a_blocked_waiter() {
 
 #[test]
 fn a_reset_wakes_a_blocked_waiter() {
-    let outcome = within("waiter at reset", || {
+    let outcome = within("waiter at reset", HANG, || {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event_owned();
         let waiter = thread::spawn(move || event.wait());
@@ -65,7 +59,7 @@ fn a_reset_wakes_a_blocked_waiter() {
 
 #[test]
 fn an_event_of_an_ended_statement_completes_at_once() {
-    let outcomes = within("stale event", || {
+    let outcomes = within("stale event", HANG, || {
         let killer = SqlKiller::new();
         let old = killer.statement();
         killer.reset();
@@ -85,7 +79,7 @@ fn a_kill_completes_a_pending_future() {
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
 
-    let (before, after) = within("future", || {
+    let (before, after) = within("future", HANG, || {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event_owned();
         let mut cx = Context::from_waker(Waker::noop());
@@ -99,7 +93,7 @@ fn a_kill_completes_a_pending_future() {
 
 #[test]
 fn a_wait_with_a_timeout_times_out_not_before_it() {
-    let (outcome, waited) = within("wait_timeout", || {
+    let (outcome, waited) = within("wait_timeout", HANG, || {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event();
         let start = Instant::now();
@@ -115,20 +109,20 @@ fn a_wait_with_a_timeout_times_out_not_before_it() {
 
 #[test]
 fn a_kill_is_published_before_it_returns_and_reset_clears_it() {
-    let (phase, cleared, after) = within("kill then reset", || {
+    let (phase, cleared, after) = within("kill then reset", HANG, || {
         let killer = SqlKiller::new();
         let _ = killer.handle().send_kill_signal(KILL);
         let phase = killer.phase().1;
         (phase, killer.reset(), killer.handle_signal())
     });
-    assert_eq!(phase, crate::KillPhase::Killed(KILL));
+    assert_eq!(phase, KillPhase::Killed(KILL));
     assert_eq!(cleared, Some(KILL));
     assert_eq!(after, Ok(()));
 }
 
 #[test]
 fn a_kill_with_a_reason_is_reported_with_it() {
-    let err = within("reason", || {
+    let err = within("reason", HANG, || {
         let killer = SqlKiller::new();
         let _ = killer.send_kill_signal_with_reason(KillSignal::QueryMemoryExceeded, "quota");
         killer.handle_signal()
@@ -140,7 +134,7 @@ fn a_kill_with_a_reason_is_reported_with_it() {
 
 #[test]
 fn a_hook_runs_once_and_reset_returns_after_it() {
-    let runs = within("hook then reset", || {
+    let runs = within("hook then reset", HANG, || {
         let runs = Arc::new(AtomicUsize::new(0));
         let killer = SqlKiller::new();
         for _ in 0..2 {
@@ -165,7 +159,7 @@ fn a_hook_runs_once_and_reset_returns_after_it() {
 
 #[test]
 fn reset_waits_for_a_slow_hook_and_is_woken_when_it_ends() {
-    let (ran, cleared) = within("reset waiting for a hook", || {
+    let (ran, cleared) = within("reset waiting for a hook", HANG, || {
         let killer = SqlKiller::new();
         let stmt = killer.statement();
         let _ = killer.send_kill_signal(KILL);
@@ -187,7 +181,7 @@ fn reset_waits_for_a_slow_hook_and_is_woken_when_it_ends() {
         }
         let cleared = killer.reset(); // blocks until the hook has returned
         let ran = ran.load(SeqCst);
-        assert_eq!(rpc.join().unwrap(), crate::HookStatus::Ran);
+        assert_eq!(rpc.join().unwrap(), HookStatus::Ran);
         (ran, cleared)
     });
     assert_eq!(ran, 1, "reset returned while the hook still ran");
@@ -196,7 +190,7 @@ fn reset_waits_for_a_slow_hook_and_is_woken_when_it_ends() {
 
 #[test]
 fn reset_from_inside_the_killers_own_hook_panics() {
-    let message = within("reset inside the hook", || {
+    let message = within("reset inside the hook", HANG, || {
         let killer = Arc::new(SqlKiller::new());
         let inner = Arc::clone(&killer);
         let _ = killer.set_cancel_hook(move || {
@@ -205,18 +199,14 @@ fn reset_from_inside_the_killers_own_hook_panics() {
         let panic = catch_unwind(AssertUnwindSafe(|| killer.send_kill_signal(KILL)))
             .expect_err("reset inside the hook must panic");
         killer.reset();
-        panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default()
+        panic_message(&*panic)
     });
     assert!(message.contains("own"), "{message}");
 }
 
 #[test]
 fn a_kill_inside_a_section_is_served_when_it_ends() {
-    let (during, outcome, after) = within("kill-immune section", || {
+    let (during, outcome, after) = within("kill-immune section", HANG, || {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event_owned();
         let guard = killer.kill_immune();
@@ -232,7 +222,7 @@ fn a_kill_inside_a_section_is_served_when_it_ends() {
 
 #[test]
 fn a_kill_a_dropped_guard_deferred_is_served_by_reset() {
-    let (outcome, cleared) = within("owed kill at reset", || {
+    let (outcome, cleared) = within("owed kill at reset", HANG, || {
         let killer = SqlKiller::new();
         let mut event = killer.kill_event_owned();
         let hooked = Arc::new(AtomicUsize::new(0));
@@ -254,7 +244,7 @@ fn a_kill_a_dropped_guard_deferred_is_served_by_reset() {
 
 #[test]
 fn the_finish_function_runs_and_refuses_reentry() {
-    let (first, inner, cleared) = within("finish function", || {
+    let (first, inner, cleared) = within("finish function", HANG, || {
         let killer = Arc::new(SqlKiller::new());
         let runs = Arc::new(AtomicUsize::new(0));
         let inner: Arc<std::sync::Mutex<Vec<Result<bool, FinishError>>>> = Arc::default();

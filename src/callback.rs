@@ -1,0 +1,191 @@
+//! The one answer to "is this thread inside one of this killer's callbacks?", and the runner that keeps a callback's panic.
+//!
+//! Every path that runs user code enters a [`Frame`] first: a kill serving
+//! its side effects (any kill, the owner's own included: the probe's kill
+//! inside `handle_signal`, the owner's `send_kill_signal`), a cancel hook,
+//! a waker, the liveness probe, the finish function. The frames form a
+//! per-thread stack of (killer id, [`Kind`]), and a question is answered
+//! by searching the *whole* stack, not its top: killer A's hook may kill
+//! killer B, whose hook calls back into A; A is still being served further
+//! down the same stack, and waiting for it there would wait for ever.
+//!
+//! # The policy, in one table
+//!
+//! | entry point, on killer K | when this thread's stack holds | does |
+//! | --- | --- | --- |
+//! | `reset` | a `Kill`, `Hook` or `Waker` frame of K, and `reset` would wait (K's kill still publishing, or a hook of K's statement running) | panics with [`WAIT_FROM_OWN_CALLBACK`] |
+//! | the owner's drop | the same | does not wait: closes the session as it is (kills `Stale`, waiters `Reset`, the hook dropped); the kill this thread runs completes normally |
+//! | `kill_immune` | a `Kill`, `Hook` or `Waker` frame of K | enters the section without waiting for the kill |
+//! | the probe (`handle_signal`, `check_connection_alive`) | a `Probe` frame of K | does not run the probe again; reports the connection alive |
+//! | `finish_result_set` | a `Finish` frame of K | returns `FinishError::ReentrantFinish` |
+//! | `clear_finish_func` | a `Finish` frame of K | clears the function without waiting, returns `FinishError::ReentrantClear` |
+//!
+//! Anything else may be called from any callback, on any killer. A killer
+//! is named by its id (`StatementId` carries the same one).
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+
+use crate::loom::thread_local;
+
+/// The panic message of a `reset` that would wait for a kill that this
+/// thread is serving. (`kill_immune` does not wait there; the owner's drop
+/// closes the session without waiting.)
+pub(crate) const WAIT_FROM_OWN_CALLBACK: &str =
+    "sqlkiller: reset called from inside this killer's own cancel hook or waker; those run \
+     while their statement is being killed, and reset waits for that kill to finish";
+
+/// What kind of user code a frame runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A won kill serving its waiters and hook (user code runs inside).
+    Kill,
+    /// A cancel hook.
+    Hook,
+    /// A kill event's waker.
+    Waker,
+    /// The liveness probe.
+    Probe,
+    /// The finish function.
+    Finish,
+}
+
+thread_local! {
+    /// This thread's frames, innermost last. Allocated on the first
+    /// callback a thread runs, kept for the thread's life.
+    // No `const { }` initializer: loom's `thread_local!` does not take one.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static STACK: RefCell<Vec<(u64, Kind)>> = RefCell::new(Vec::new());
+}
+
+/// One entry on this thread's stack; leaving it (also while unwinding)
+/// pops it and everything a callback inside it left behind.
+#[must_use = "the frame is on the stack only while it is held"]
+pub(crate) struct Frame {
+    depth: usize,
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        STACK.with(|stack| stack.borrow_mut().truncate(self.depth));
+    }
+}
+
+/// Enters a frame of killer `killer`, until the frame is dropped.
+pub(crate) fn enter(killer: u64, kind: Kind) -> Frame {
+    STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        let depth = stack.len();
+        stack.push((killer, kind));
+        Frame { depth }
+    })
+}
+
+fn inside(killer: u64, kinds: &[Kind]) -> bool {
+    STACK.with(|stack| {
+        stack
+            .borrow()
+            .iter()
+            .any(|&(id, kind)| id == killer && kinds.contains(&kind))
+    })
+}
+
+/// Whether this thread is serving a kill of `killer` anywhere down its
+/// stack: the kill itself, its hook or a waker. A wait for that kill would
+/// wait for this very thread.
+pub(crate) fn serving_kill(killer: u64) -> bool {
+    inside(killer, &[Kind::Kill, Kind::Hook, Kind::Waker])
+}
+
+/// Whether this thread is running `killer`'s liveness probe.
+pub(crate) fn probing(killer: u64) -> bool {
+    inside(killer, &[Kind::Probe])
+}
+
+/// Whether this thread is running `killer`'s finish function.
+pub(crate) fn finishing(killer: u64) -> bool {
+    inside(killer, &[Kind::Finish])
+}
+
+/// Runs several callbacks in a row so that a panic in one never skips the
+/// others: each runs under `catch_unwind`, the first panic is kept and
+/// resumed by [`FirstPanic::resume`] once all have run; later panics are
+/// dropped. The caller resumes only after its own bookkeeping is complete,
+/// so the panic reaches the thread that ran the callbacks and leaves the
+/// killer consistent.
+#[derive(Default)]
+#[must_use = "a kept panic must be resumed"]
+pub(crate) struct FirstPanic(Option<Box<dyn Any + Send>>);
+
+impl FirstPanic {
+    /// Runs `callback`, keeping its panic if it is the first.
+    pub(crate) fn run(&mut self, callback: impl FnOnce()) {
+        if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(callback)) {
+            if self.0.is_none() {
+                self.0 = Some(panic);
+            }
+        }
+    }
+
+    /// Re-raises the first panic kept, if any.
+    pub(crate) fn resume(self) {
+        if let Some(panic) = self.0 {
+            panic::resume_unwind(panic);
+        }
+    }
+
+    /// Contains the first panic kept, if any (for a destructor, which must
+    /// not unwind): its payload is dropped with [`drop_payload`].
+    pub(crate) fn contain(self) {
+        if let Some(panic) = self.0 {
+            drop_payload(panic);
+        }
+    }
+}
+
+/// Drops a user value where its `Drop` cannot unwind into the caller: a
+/// panic there is caught and contained.
+pub(crate) fn drop_contained<T>(value: T) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        drop_payload(payload);
+    }
+}
+
+/// Drops a caught panic's payload where its own drop cannot unwind into
+/// the crate: a payload whose `Drop` panics is caught again, and that
+/// second payload is leaked rather than dropped.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_stack_is_searched_and_frames_pop_in_order() {
+        assert!(!serving_kill(1));
+        let a = enter(1, Kind::Hook);
+        let b = enter(2, Kind::Kill);
+        let _p = enter(2, Kind::Probe);
+        assert!(serving_kill(1), "killer 1 is below killer 2");
+        assert!(serving_kill(2) && probing(2) && !probing(1) && !finishing(2));
+        drop(b); // pops the probe frame above it too
+        assert!(!serving_kill(2) && !probing(2) && serving_kill(1));
+        drop(a);
+        assert!(!serving_kill(1));
+    }
+
+    #[test]
+    fn a_frame_is_left_while_unwinding() {
+        let caught = std::panic::catch_unwind(|| {
+            let _f = enter(7, Kind::Finish);
+            panic!("inside");
+        });
+        assert!(caught.is_err());
+        assert!(!finishing(7));
+    }
+}

@@ -1,0 +1,100 @@
+//! The finish function: how a killer releases a statement stuck writing its result set.
+
+use super::{table, Shared};
+use crate::callback::{self, Kind};
+use crate::loom::{lock, wait};
+use crate::table::FinishFn;
+use crate::FinishError;
+
+impl Shared {
+    pub(crate) fn set_finish_func(&self, func: FinishFn) {
+        let replaced = {
+            let mut side = lock(&self.side);
+            let slot = &mut table(&mut side).finish;
+            slot.version += 1;
+            slot.func.replace(func)
+        };
+        drop(replaced);
+    }
+
+    pub(crate) fn clear_finish_func(&self) -> Result<(), FinishError> {
+        let mut side = lock(&self.side);
+        let slot = &mut table(&mut side).finish;
+        slot.version += 1;
+        let cleared = slot.func.take();
+        let result = if callback::finishing(self.id) {
+            // This thread is inside the run: waiting would wait for itself.
+            Err(FinishError::ReentrantClear)
+        } else {
+            while table(&mut side).finish.running {
+                side = wait(&self.progress, side);
+            }
+            Ok(())
+        };
+        drop(side);
+        drop(cleared);
+        result
+    }
+
+    pub(crate) fn finish_result_set(&self) -> Result<bool, FinishError> {
+        if callback::finishing(self.id) {
+            return Err(FinishError::ReentrantFinish);
+        }
+        let mut side = lock(&self.side);
+        while table(&mut side).finish.running {
+            side = wait(&self.progress, side);
+        }
+        let slot = &mut table(&mut side).finish;
+        let Some(func) = slot.func.take() else {
+            return Ok(false);
+        };
+        slot.running = true;
+        let mut run = FinishRun {
+            killer: self,
+            version: slot.version,
+            func: Some(func),
+            returned: false,
+        };
+        drop(side);
+        {
+            let _frame = callback::enter(self.id, Kind::Finish);
+            (run.func.as_mut().expect("taken above"))();
+        }
+        // Recorded here, not asked of `thread::panicking()`: that is also
+        // true when we were called from a destructor during an unrelated
+        // unwind, and the function did return normally.
+        run.returned = true;
+        drop(run);
+        Ok(true)
+    }
+}
+
+/// A finish function taken out of the slot while it runs. Dropping it (also
+/// while unwinding) ends the run: it puts the function back unless it was
+/// replaced, cleared or did not return, and wakes `clear_finish_func`.
+struct FinishRun<'a> {
+    killer: &'a Shared,
+    version: u64,
+    func: Option<FinishFn>,
+    /// The function returned normally (set by the runner after the call).
+    returned: bool,
+}
+
+impl Drop for FinishRun<'_> {
+    fn drop(&mut self) {
+        let leftover = {
+            let mut side = lock(&self.killer.side);
+            let slot = &mut table(&mut side).finish;
+            slot.running = false;
+            let leftover = if slot.version == self.version && self.returned {
+                slot.func = self.func.take();
+                None
+            } else {
+                self.func.take()
+            };
+            self.killer.progress.notify_all();
+            leftover
+        };
+        callback::drop_contained(leftover);
+    }
+}

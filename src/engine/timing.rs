@@ -1,0 +1,224 @@
+//! Time in a session: statement deadlines, the liveness probe and its
+//! schedule, and the timer's visits (`clock.rs` owns the clock and queue).
+
+use std::time::Duration;
+
+use super::{table, Shared, SideGuard};
+use crate::callback::{self, Kind};
+use crate::clock::{nanos, TimerClient, NEVER};
+use crate::loom::atomic::Ordering::*;
+use crate::loom::lock;
+use crate::state::Snapshot;
+use crate::table::Probe;
+use crate::{KillSignal, ProbeId, StatementId};
+
+impl Shared {
+    /// Now, on this killer's clock.
+    fn now(&self) -> u64 {
+        self.timer.now()
+    }
+
+    pub(crate) fn set_max_execution_time(&self, limit: Option<Duration>) {
+        let limit = limit.map_or(0, nanos);
+        self.max_exec.store(limit, Relaxed);
+        if limit != 0 {
+            self.timed.store(true, Relaxed);
+        }
+    }
+
+    pub(crate) fn max_execution_time(&self) -> Option<Duration> {
+        match self.max_exec.load(Relaxed) {
+            0 => None,
+            limit => Some(Duration::from_nanos(limit)),
+        }
+    }
+
+    pub(crate) fn set_statement_timeout(&self, timeout: Duration) {
+        self.timed.store(true, Relaxed);
+        let at = self.now().saturating_add(nanos(timeout));
+        self.arm_deadline(self.state.snapshot().generation(), at);
+    }
+
+    /// Called after the CAS that ended `ended`: arms the new statement's
+    /// deadline (or leaves the old one to fire `Stale`) and starts its
+    /// first probe interval. One load when no deadline or probe was ever used.
+    pub(super) fn arm_next_statement(&self, ended: Snapshot) {
+        if !self.timed.load(Relaxed) {
+            return;
+        }
+        let next = ended.next_generation();
+        let limit = self.max_exec.load(Relaxed);
+        if limit != 0 {
+            let at = self.now().saturating_add(limit);
+            self.arm_deadline(next.generation(), at);
+        }
+        // Without a limit nothing is armed: a deadline the last statement
+        // had (a statement timeout) may still fire, as a kill of that
+        // statement, which has ended: `Stale`, no effect.
+        if ended.has_probe() {
+            self.restart_probe_interval(next);
+        }
+    }
+
+    /// Arms statement `generation`'s deadline at `at` (`NEVER`: none).
+    /// Owner only, while that statement is current.
+    fn arm_deadline(&self, generation: u64, at: u64) {
+        // `at` before `gen`: a timer that reads this `gen` reads this `at`
+        // or a later statement's (see `clock.rs`).
+        self.deadline_at.store(at, Relaxed);
+        self.deadline_gen.store(generation, Release);
+        self.schedule(at);
+    }
+
+    /// Arms statement `generation`'s next probe at `at`. Owner only.
+    fn arm_probe(&self, generation: u64, at: u64) {
+        self.probe_at.store(at, Relaxed);
+        self.probe_gen.store(generation, Release);
+        self.schedule(at);
+    }
+
+    /// Makes sure the timer looks at this session no later than `at`.
+    fn schedule(&self, at: u64) {
+        if at == NEVER {
+            return;
+        }
+        // An RMW, ordered with the timer's `swap` (`clock.rs`).
+        if self.timer_sched.fetch_min(at, AcqRel) > at {
+            self.timer.push(at, self.me.clone());
+        }
+    }
+
+    pub(crate) fn set_connection_alive_probe(&self, probe: Probe) -> ProbeId {
+        let (replaced, id) = {
+            let mut side = lock(&self.side);
+            let (id, replaced) = table(&mut side).probe.install(probe);
+            // Under the lock, so the flag and the slot never disagree for long.
+            self.state.set_probe();
+            (replaced, id)
+        };
+        self.timed.store(true, Relaxed);
+        self.restart_probe_interval(self.state.snapshot());
+        drop(replaced);
+        id
+    }
+
+    pub(crate) fn clear_connection_alive_probe(&self) {
+        let removed = {
+            let mut side = lock(&self.side);
+            self.remove_probe(&mut side)
+        };
+        drop(removed);
+    }
+
+    pub(crate) fn clear_connection_alive_probe_if(&self, id: ProbeId) -> bool {
+        let removed = {
+            let mut side = lock(&self.side);
+            if !table(&mut side).probe.is(id) {
+                return false;
+            }
+            self.remove_probe(&mut side)
+        };
+        drop(removed);
+        true
+    }
+
+    /// Takes the probe out of the slot and clears its flags, under the lock.
+    fn remove_probe(&self, side: &mut SideGuard<'_>) -> Option<Probe> {
+        let removed = table(side).probe.probe.take();
+        self.state.remove_probe();
+        removed
+    }
+
+    pub(crate) fn set_probe_interval(&self, interval: Duration) {
+        self.probe_interval.store(nanos(interval), Relaxed);
+        let state = self.state.snapshot();
+        if state.has_probe() {
+            self.restart_probe_interval(state);
+        }
+    }
+
+    /// Starts a probe interval for the statement of `state`: with interval
+    /// zero the probe is due at once (and stays due); otherwise the timer
+    /// marks it due one interval from now.
+    fn restart_probe_interval(&self, state: Snapshot) {
+        let interval = self.probe_interval.load(Relaxed);
+        if interval == 0 {
+            self.state.set_probe_due();
+        } else {
+            self.state.clear_probe_due();
+            let at = self.now().saturating_add(interval);
+            self.arm_probe(state.generation(), at);
+        }
+    }
+
+    pub(crate) fn check_connection_alive(&self) -> bool {
+        let probe = table(&mut lock(&self.side)).probe.probe.clone();
+        match probe {
+            Some(probe) => self.run_probe(&probe),
+            None => true,
+        }
+    }
+
+    /// The checkpoint's probe step (owner, probe due): starts the next
+    /// interval, runs the probe, returns the state to act on.
+    #[cold]
+    pub(super) fn run_due_probe(&self, state: Snapshot) -> Snapshot {
+        if state.signal().is_some() {
+            return state; // killed already: report that, probe later
+        }
+        self.restart_probe_interval(state);
+        let probe = table(&mut lock(&self.side)).probe.probe.clone();
+        if let Some(probe) = probe {
+            self.run_probe(&probe);
+        }
+        self.state.snapshot()
+    }
+
+    /// Runs `probe` inside a `Probe` frame, outside any lock, and kills the
+    /// statement it probed if the connection is dead. A probe that calls
+    /// back into `handle_signal` is not run again from there.
+    fn run_probe(&self, probe: &Probe) -> bool {
+        if callback::probing(self.id) {
+            return true;
+        }
+        let statement = self.statement();
+        let alive = {
+            let _frame = callback::enter(self.id, Kind::Probe);
+            probe()
+        };
+        if !alive {
+            // Targeted: a probe racing `reset` never kills the next statement.
+            let _ = self.kill(Some(statement), KillSignal::QueryInterrupted, "");
+        }
+        alive
+    }
+}
+
+impl TimerClient for Shared {
+    /// The timer's visit at `now`: fires a due deadline, marks a due probe,
+    /// and reschedules for what is left.
+    fn on_timer(&self, now: u64) {
+        self.timer_sched.swap(NEVER, AcqRel);
+        let generation = self.deadline_gen.load(Acquire);
+        let at = self.deadline_at.load(Relaxed);
+        let mut next = NEVER;
+        if at <= now {
+            let id = StatementId {
+                killer: self.id,
+                generation,
+            };
+            // Targeted: `Stale` if the statement has ended.
+            let _ = self.kill(Some(id), KillSignal::MaxExecTimeExceeded, "");
+        } else {
+            next = at;
+        }
+        let generation = self.probe_gen.load(Acquire);
+        let at = self.probe_at.load(Relaxed);
+        if at <= now {
+            self.state.mark_probe_due(generation);
+        } else {
+            next = next.min(at);
+        }
+        self.schedule(next);
+    }
+}
