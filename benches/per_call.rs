@@ -148,7 +148,7 @@ fn main() {
 
     let worker = |killer: &SqlKiller| {
         let handle: KillHandle = killer.handle();
-        move || handle.handle_signal().is_err()
+        move || handle.check_signal().is_err()
     };
     let (w_plain, w_probed, w_deadline) = (worker(&plain), worker(&probed), worker(&deadline));
     let two_hops_flag = || {
@@ -177,15 +177,15 @@ fn main() {
                     Box::new(|r| $owner(r, &deadline)),
                 ),
                 (
-                    "worker: KillHandle::handle_signal",
+                    "worker: KillHandle::check_signal",
                     Box::new(|r| $with(r, &w_plain)),
                 ),
                 (
-                    "worker: KillHandle::handle_signal, probe armed",
+                    "worker: KillHandle::check_signal, probe armed",
                     Box::new(|r| $with(r, &w_probed)),
                 ),
                 (
-                    "worker: KillHandle::handle_signal, deadline armed",
+                    "worker: KillHandle::check_signal, deadline armed",
                     Box::new(|r| $with(r, &w_deadline)),
                 ),
                 (

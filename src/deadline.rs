@@ -44,6 +44,10 @@ impl SqlKiller {
     /// Sets a deadline for the current statement only, `timeout` from now,
     /// like MySQL's `MAX_EXECUTION_TIME` hint: it replaces the deadline that
     /// `max_execution_time` gave this statement. The next `reset` drops it.
+    /// `Duration::ZERO` puts the deadline at now: the timer kills the
+    /// statement at once (on a [`ManualClock`](crate::ManualClock), at the
+    /// next `advance`), not this call. 584 years or more
+    /// (`Duration::MAX`) is no deadline.
     ///
     /// ```
     /// use std::time::Duration;

@@ -88,6 +88,9 @@ impl KillHandle {
     /// operators check the session's killer too): `Ok` unless the current
     /// statement was killed, and `Ok` inside a kill-immune section.
     ///
+    /// Named apart from the owner's [`SqlKiller::handle_signal`](crate::SqlKiller::handle_signal)
+    /// because it does less: it only reads the signal.
+    ///
     /// Unlike the owner's [`handle_signal`](crate::SqlKiller::handle_signal)
     /// it never runs the liveness probe, and never serves what a kill-immune
     /// section deferred: those are the owner's. One atomic load and a mask
@@ -101,13 +104,25 @@ impl KillHandle {
     ///
     /// let killer = SqlKiller::new();
     /// let worker = killer.handle();
-    /// assert!(worker.handle_signal().is_ok());
+    /// assert!(worker.check_signal().is_ok());
     /// let _ = killer.send_kill_signal(KillSignal::QueryMemoryExceeded);
-    /// assert_eq!(worker.handle_signal().unwrap_err().code(), 8175);
+    /// assert_eq!(worker.check_signal().unwrap_err().code(), 8175);
     /// ```
     #[inline(always)]
-    pub fn handle_signal(&self) -> Result<(), KillError> {
+    pub fn check_signal(&self) -> Result<(), KillError> {
         self.shared.check()
+    }
+
+    /// The old name of [`check_signal`](KillHandle::check_signal), which
+    /// it calls: it never did what the owner's `handle_signal` does besides
+    /// reading the signal (run the probe, serve deferred side effects).
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed `check_signal`: it does not run the probe nor serve deferred side effects, unlike `SqlKiller::handle_signal`"
+    )]
+    #[inline(always)]
+    pub fn handle_signal(&self) -> Result<(), KillError> {
+        self.check_signal()
     }
 
     /// As [`SqlKiller::conn_id`](crate::SqlKiller::conn_id).

@@ -46,8 +46,10 @@ impl SqlKiller {
     /// here, if the kill won before the hook was installed (TiDB PR #70608
     /// lost exactly that case). It never runs after the `reset` that ends
     /// the statement has returned, and no lock of the killer is held while
-    /// it runs, so it may call back into the killer (except `reset`, which
-    /// would wait for the hook itself: it panics with a clear message).
+    /// it runs, so it may call back into the killer (except `reset` of this
+    /// killer, which would wait for the hook itself: it panics with a clear
+    /// message, also when reached through other killers' callbacks;
+    /// `kill_immune` there enters without waiting).
     ///
     /// A statement has one hook: installing another before the kill drops
     /// the previous one un-run. Hooks installed after a kill inside a

@@ -7,7 +7,8 @@ use crate::SqlKiller;
 /// as a COMMIT that has reached storage (MySQL `kill_immunizer`, PostgreSQL
 /// `HOLD_INTERRUPTS`). Created by [`SqlKiller::kill_immune`].
 ///
-/// While any guard is held, `handle_signal` returns `Ok`, and a kill's
+/// While any guard is held, `handle_signal` returns `Ok` (a due liveness
+/// probe still runs; a kill it makes is deferred like any other), and a kill's
 /// cancel hook and kill events wait. Kills still win and are remembered:
 /// after the last guard ends, a kill of the statement that is still current
 /// is reported by the next `handle_signal`. A `reset` inside the section
@@ -50,7 +51,10 @@ impl SqlKiller {
     ///
     /// If a kill won just before and is still running its side effects,
     /// waits for them (blocking, not spinning, once a short backoff is
-    /// over), so that nothing of a kill runs inside the section. Side
+    /// over), so that nothing of a kill runs inside the section. Called
+    /// from inside this killer's own kill (its hook or waker, anywhere down
+    /// this thread's stack), it enters at once: the kill it would wait for
+    /// is the one this thread is running. Side
     /// effects still owed by an earlier section are delivered first.
     ///
     /// ```

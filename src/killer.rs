@@ -282,7 +282,7 @@ impl SqlKiller {
     /// not show.
     ///
     /// Do not swap the owner's own checkpoint for a handle's to save that
-    /// load: [`KillHandle::handle_signal`] never runs the liveness probe nor
+    /// load: [`KillHandle::check_signal`] never runs the liveness probe nor
     /// what a kill-immune section deferred, so the owner must keep calling
     /// this one.
     ///

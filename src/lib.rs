@@ -26,21 +26,21 @@
 //! of no return.
 //!
 //! The same code runs natively and under `loom`, which checks every
-//! interleaving of the crate's invariants (I1 to I9, listed with the models
-//! of each in `src/state.rs` and `docs/VERIFICATION.md`); the models live in
-//! the `loom-tests` workspace member, next to deliberately broken models of
-//! TiDB's historic `SQLKiller` bugs that loom must reject.
+//! interleaving of the crate's invariants (I1 to I9: `docs/VERIFICATION.md`
+//! lists them with their models); the models live in the `loom-tests`
+//! workspace member, next to deliberately broken models of TiDB's historic
+//! `SQLKiller` bugs that loom must reject.
 //!
 //! # Where user code runs, and where its panics go
 //!
 //! No lock of the killer is held while user code runs, so every callback
-//! may call back into the killer (but `reset` from inside the killer's own
-//! hook or waker panics with a clear message, as it would wait for itself;
-//! `kill_immune` from there enters the section without waiting). No destructor of this crate runs user code, other
-//! than dropping the user values it owns (a `KillEvent` drops its waker).
-//! A panic in a callback never wedges `reset`, a kill-immune guard or a
-//! waiter, never skips another waiter's wake-up, and never aborts the
-//! process; it reaches the caller that ran the callback, as follows.
+//! may call back into this killer or any other. No destructor of this
+//! crate runs user code, except the owner's drop, which ends the statement
+//! as `reset` does (it wakes the waiters and drops the hook un-run), and
+//! the drop of user values it owns (a `KillEvent` drops its waker). A panic in a callback never wedges
+//! `reset`, a kill-immune guard or a waiter, never skips another waiter's
+//! wake-up, and never aborts the process; it reaches the caller that ran
+//! the callback, as follows.
 //!
 //! | callback | runs on | a panic |
 //! | --- | --- | --- |
@@ -49,13 +49,35 @@
 //! | liveness probe | the caller of [`handle_signal`](SqlKiller::handle_signal) or [`check_connection_alive`](SqlKiller::check_connection_alive) | reaches that caller; the probe stays installed |
 //! | finish function | the caller of [`finish_result_set`](SqlKiller::finish_result_set) | reaches that caller; the function is removed, a waiting [`clear_finish_func`](SqlKiller::clear_finish_func) is released |
 //! | a hook's or waker's drop | `reset`, which drops the old statement's hook un-run and wakes its waiters | reaches `reset`'s caller after the statement has ended |
-//! | hook or waker of a deadline's kill | the timer thread, or the caller of [`ManualClock::advance`] | contained (dropped): the timer goes on serving every session |
+//! | hook or waker of a deadline's kill | the timer thread, or the caller of [`ManualClock::advance`] | contained: the process's panic hook prints it, then the timer drops it (a payload whose own drop panics is contained too) and goes on serving every session |
 //! | anything run by dropping [`SqlKiller`] | the dropping thread | contained (dropped): a destructor must not panic while unwinding |
 //!
 //! When several callbacks of one kill panic, the first panic is resumed and
 //! the others are dropped. A port to a language where an unrecovered panic
 //! ends the process (Go) should instead recover each callback's panic in
 //! the runner and report it; `docs/PORTING.md` says how.
+//!
+//! # Calling back into a killer from its own callbacks
+//!
+//! A thread that runs user code for killer K is *inside K* from the moment
+//! a kill of K starts serving its waiters and hook (whichever thread made
+//! the kill: a `KILL` handler, the timer, or the owner itself through
+//! `send_kill_signal` or the probe's kill inside `handle_signal`) until
+//! they return; likewise while it runs K's probe or finish function. That
+//! holds through any other killer in between: when K's hook kills killer
+//! B, B's hook is still inside K. Calls that would wait for what this
+//! thread is running are decided by one rule:
+//!
+//! | call on K | from inside K's | does |
+//! | --- | --- | --- |
+//! | [`reset`](SqlKiller::reset) | kill (its hook or a waker), if `reset` would wait for that kill | panics: "reset called from inside this killer's own cancel hook or waker" |
+//! | dropping the [`SqlKiller`] (a callback held the last reference) | kill (its hook or a waker) | closes the session without waiting: kills are `Stale`, pending events complete with `Reset`, un-run hooks are dropped; the running kill completes |
+//! | [`kill_immune`](SqlKiller::kill_immune) | kill (its hook or a waker) | enters the section without waiting for the kill |
+//! | [`handle_signal`](SqlKiller::handle_signal), [`check_connection_alive`](SqlKiller::check_connection_alive) | probe | the probe is not run again (reported alive) |
+//! | [`finish_result_set`](SqlKiller::finish_result_set) | finish function | [`FinishError::ReentrantFinish`] |
+//! | [`clear_finish_func`](SqlKiller::clear_finish_func) | finish function | clears it without waiting, [`FinishError::ReentrantClear`] |
+//!
+//! Everything else (kills, checks, installs, events) works from any callback.
 //!
 //! ```
 //! use sqlkiller::{KillOutcome, KillSignal, SqlKiller};

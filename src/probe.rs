@@ -1,7 +1,7 @@
 //! The liveness probe: `handle_signal` asks it, once per interval, whether the client is still there.
 //!
 //! TiDB reads the clock on every `HandleSignal`. Here the checkpoint reads
-//! no clock: the timer (`time.rs`) marks the probe due in the state word
+//! no clock: the timer marks the probe due in the state word
 //! when the interval has passed, as PostgreSQL's timeout handlers set a
 //! flag for `CHECK_FOR_INTERRUPTS`, and the owner's next `handle_signal`
 //! runs it. The first interval of a statement starts at its `reset`
@@ -27,7 +27,8 @@ impl SqlKiller {
     /// first interval of each statement starts at its `reset` (here, at the
     /// install). The probe survives `reset`. Installing replaces any other
     /// probe. The checkpoint stays one load and a mask test: the timer marks
-    /// the probe due.
+    /// the probe due. A due probe runs inside a kill-immune section too; its
+    /// kill is deferred and reported after the section.
     ///
     /// Returns the probe's id, for
     /// [`clear_connection_alive_probe_if`](SqlKiller::clear_connection_alive_probe_if).

@@ -125,7 +125,7 @@ pub struct InvalidKillSignal(pub u32);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StatementId {
-    /// The killer's identity (`Shared::id`), unique in the process.
+    /// The killer's identity, unique in the process.
     pub(crate) killer: u64,
     pub(crate) generation: u64,
 }
