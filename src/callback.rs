@@ -119,26 +119,39 @@ pub(crate) fn finishing(killer: u64) -> bool {
 pub(crate) struct FirstPanic(Option<Box<dyn Any + Send>>);
 
 impl FirstPanic {
-    /// Runs `callback`, keeping its panic if it is the first.
+    /// Runs `callback`, keeping its panic if it is the first; a later
+    /// panic's payload is dropped with [`drop_payload`], so a payload whose
+    /// own `Drop` panics cannot skip the callbacks still to run.
     pub(crate) fn run(&mut self, callback: impl FnOnce()) {
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(callback)) {
-            if self.0.is_none() {
-                self.0 = Some(panic);
+            match self.0 {
+                None => self.0 = Some(panic),
+                Some(_) => drop_payload(panic),
             }
         }
     }
 
     /// Re-raises the first panic kept, if any.
-    pub(crate) fn resume(self) {
-        if let Some(panic) = self.0 {
+    pub(crate) fn resume(mut self) {
+        if let Some(panic) = self.0.take() {
             panic::resume_unwind(panic);
         }
     }
 
     /// Contains the first panic kept, if any (for a destructor, which must
     /// not unwind): its payload is dropped with [`drop_payload`].
-    pub(crate) fn contain(self) {
-        if let Some(panic) = self.0 {
+    pub(crate) fn contain(mut self) {
+        if let Some(panic) = self.0.take() {
+            drop_payload(panic);
+        }
+    }
+}
+
+impl Drop for FirstPanic {
+    /// A kept panic never resumed (the runner itself is unwinding) is
+    /// contained, never dropped where its payload's `Drop` could abort.
+    fn drop(&mut self) {
+        if let Some(panic) = self.0.take() {
             drop_payload(panic);
         }
     }

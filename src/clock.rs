@@ -90,11 +90,28 @@ impl Timer {
         }
     }
 
-    /// Makes the timer look at `session` at time `at`.
-    pub(crate) fn push(&self, at: u64, session: Session) {
+    /// Makes the timer look at `session` at time `at`, in place of the
+    /// session's entry for time `replaces` (its schedule before), if that
+    /// is still queued: a session has at most one entry, so the queue is
+    /// bounded by the live sessions. `seq` is the session's record of its
+    /// entry, read and written under the queue's lock.
+    pub(crate) fn push(&self, at: u64, session: Session, replaces: u64, seq: &AtomicU64) {
+        self.core().push(at, session, replaces, seq);
+    }
+
+    /// Removes the session's entry for time `at`, if still queued: a
+    /// closed session's memory is freed at once, not when its deadline
+    /// would have passed.
+    pub(crate) fn forget(&self, at: u64, seq: &AtomicU64) {
+        if at != NEVER && seq.load(Relaxed) != 0 {
+            self.core().forget(at, seq);
+        }
+    }
+
+    fn core(&self) -> &TimerCore {
         match self {
-            Timer::Real => real::core().push(at, session),
-            Timer::Manual(core) => core.push(at, session),
+            Timer::Real => real::core(),
+            Timer::Manual(core) => core,
         }
     }
 }
@@ -132,34 +149,47 @@ impl TimerCore {
         }
     }
 
-    pub(crate) fn push(&self, at: u64, session: Session) {
+    fn push(&self, at: u64, session: Session, replaces: u64, seq: &AtomicU64) {
         let mut queue = lock(&self.queue);
+        // Relaxed: `seq` is only touched under this lock.
+        let replaced = queue.entries.remove(&(replaces, seq.load(Relaxed)));
         queue.pushed += 1;
         let key = (at, queue.pushed);
         queue.entries.insert(key, session);
+        seq.store(queue.pushed, Relaxed);
         // Wake the timer thread only if it now has an earlier entry to sleep to.
         let earliest = queue.entries.first_key_value().map(|(&first, _)| first) == Some(key);
         drop(queue);
+        drop(replaced);
         if earliest {
             self.earlier.notify_one();
         }
     }
 
-    /// Takes every entry due at `now` out of the queue.
-    fn take_due(&self, now: u64) -> Vec<Session> {
+    fn forget(&self, at: u64, seq: &AtomicU64) {
+        let removed = {
+            let mut queue = lock(&self.queue);
+            queue.entries.remove(&(at, seq.swap(0, Relaxed)))
+        };
+        drop(removed);
+    }
+
+    /// Takes the earliest entry out of the queue if it is due at `now`.
+    /// One at a time: firing allocates nothing.
+    fn pop_due(&self, now: u64) -> Option<Session> {
         let mut queue = lock(&self.queue);
-        let mut due = Vec::new();
-        while queue.first_at().is_some_and(|first| first <= now) {
-            due.push(queue.entries.pop_first().expect("not empty").1);
+        if queue.first_at()? <= now {
+            queue.entries.pop_first().map(|(_, session)| session)
+        } else {
+            None
         }
-        due
     }
 
     /// Serves the sessions due at `now`, on this thread. A panic of user
     /// code run on the way (a cancel hook of a deadline's kill) is
     /// contained: the timer serves every session.
     fn fire(&self, now: u64) {
-        for session in self.take_due(now) {
+        while let Some(session) = self.pop_due(now) {
             if let Some(session) = session.upgrade() {
                 let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     session.on_timer(now);
@@ -167,6 +197,9 @@ impl TimerCore {
                 if let Err(payload) = served {
                     callback::drop_payload(payload);
                 }
+                // The last reference to a session that closed meanwhile
+                // drops its user values here: contained too.
+                callback::drop_contained(session);
             }
         }
     }

@@ -10,7 +10,9 @@ impl SqlKiller {
     /// every statement that runs longer than `limit`, counted from the
     /// `reset` that starts it, is killed with
     /// [`MaxExecTimeExceeded`](crate::KillSignal::MaxExecTimeExceeded)
-    /// (error 3024). `None` or zero: no limit (MySQL's 0).
+    /// (error 3024). `None` or zero: no limit (MySQL's 0). A limit of
+    /// 2^64 - 1 ns (about 584 years) or more never fires and reads back as
+    /// `Duration::MAX`; every shorter one reads back exactly.
     ///
     /// The kill comes from the timer thread, as
     /// [`kill_statement`](SqlKiller::kill_statement) of that statement: it

@@ -81,7 +81,7 @@ fn statements_allocate_nothing(killer: &SqlKiller, handle: &sqlkiller::KillHandl
             );
             // The error of every signal, built without a reason: no allocation.
             assert_eq!(killer.handle_signal().unwrap_err().signal(), signal);
-            assert_eq!(handle.handle_signal().unwrap_err().signal(), signal);
+            assert_eq!(handle.check_signal().unwrap_err().signal(), signal);
             let _ = (killer.phase(), killer.kill_signal(), killer.conn_id());
             assert_eq!(killer.reset(), Some(signal));
         }

@@ -97,7 +97,7 @@ fn parallel_workers_check_through_handles_while_the_owner_resets() {
         let errors = Arc::clone(&errors);
         move |worker: &sqlkiller::KillHandle| {
             let (before, _) = worker.phase();
-            if let Err(err) = worker.handle_signal() {
+            if let Err(err) = worker.check_signal() {
                 let (now, phase) = worker.phase();
                 assert!(
                     phase.signal().is_some() || now != before,
@@ -142,7 +142,7 @@ fn parallel_workers_check_through_handles_while_the_owner_resets() {
         let _ = killer.handle_signal();
         killer.reset();
         assert!(
-            killer.handle().handle_signal().is_ok(),
+            killer.handle().check_signal().is_ok(),
             "a reset statement is not killed"
         );
         round += 1;

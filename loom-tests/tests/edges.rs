@@ -1,7 +1,7 @@
 //! Models of the edges, where user code enters: panicking wakers, hooks run
 //! at install racing `reset` and guard entry, waiters inside a kill-immune
-//! section, a future's waker replaced or the future dropped, the probe path
-//! of `handle_signal`, stale hook installs and stale probe clears.
+//! section, a future's waker replaced or the future dropped, stale hook
+//! installs and stale probe clears, a panicking finish function and probe.
 //!
 //! Each real model on the real `SqlKiller` is followed by its broken twin:
 //! a few lines of loom with the bug the model guards against, which loom
@@ -272,53 +272,6 @@ fn broken_reset_ignores_a_running_hook() {
     );
 }
 
-/// The owner blocks while a kill is publishing (`Killing`), then is woken
-/// by the winner. Broken twin of `hook_races_reset` and
-/// `panicking_waker_during_kill` on that path: the owner checks "still
-/// killing" and then parks, with no read-modify-write in between, so the
-/// winner's "done: wake whoever parked" can fall between the check and the
-/// park. (The owner records that it would sleep instead of sleeping: a
-/// real deadlock aborts the loom binary.)
-#[test]
-fn broken_owner_parks_after_a_plain_check() {
-    assert_rejected(
-        "broken_owner_parks_after_a_plain_check",
-        Some(2),
-        "lost wake-up",
-        || {
-            struct Word {
-                killed: AtomicBool,
-                parked: AtomicBool,
-                woken: Mutex<bool>,
-            }
-            let word = Arc::new(Word {
-                killed: AtomicBool::new(false),
-                parked: AtomicBool::new(false),
-                woken: Mutex::new(false),
-            });
-            let w = Arc::clone(&word);
-            let kill = thread::spawn(move || {
-                w.killed.store(true, Release); // KILLED, a plain store
-                if w.parked.load(Acquire) {
-                    *w.woken.lock().unwrap() = true; // notify the parked owner
-                }
-            });
-            // reset: "still killing? then park".
-            let sleeps = !word.killed.load(Acquire);
-            if sleeps {
-                word.parked.store(true, Release);
-            }
-            kill.join().unwrap();
-            if sleeps {
-                assert!(
-                    *word.woken.lock().unwrap(),
-                    "lost wake-up: the owner sleeps on a published kill"
-                );
-            }
-        },
-    );
-}
-
 // ---- waiters inside a kill-immune section ----------------------------------
 
 /// I9 + I2: a thread registers a kill event while the owner is inside a
@@ -524,39 +477,6 @@ fn broken_waker_replaced_in_two_steps() {
     );
 }
 
-// ---- the probe path of handle_signal ---------------------------------------
-
-/// Broken twin of `side_channels::probe_races_reset` and
-/// `probe_path_of_handle_signal_races_reset`: the probe kills with a plain,
-/// untargeted kill. A
-/// probe that ran for the old statement lands its kill on the new one.
-#[test]
-fn broken_probe_kill_untargeted() {
-    assert_rejected(
-        "broken_probe_kill_untargeted",
-        Some(2),
-        "killed the new one",
-        || {
-            let killer = Arc::new(SqlKiller::new());
-            let first = killer.statement();
-            let k = Arc::clone(&killer);
-            let worker = thread::spawn(move || {
-                let probed = k.statement(); // the probe runs: the client is gone
-                let outcome = k.send_kill_signal(QueryInterrupted);
-                (probed, outcome)
-            });
-            killer.reset();
-            let (probed, _) = worker.join().unwrap();
-            if killer.kill_signal().is_some() {
-                assert_ne!(
-                    probed, first,
-                    "a probe of the old statement killed the new one"
-                );
-            }
-        },
-    );
-}
-
 // ---- stale installs and clears ---------------------------------------------
 
 /// I3 for hooks: an RPC thread of statement g installs its cancel hook for
@@ -739,6 +659,35 @@ fn panicking_finish_races_clear() {
     });
 }
 
+/// Broken twin of `panicking_finish_races_clear`: the run marks itself
+/// finished only when the function returns normally, so a panic leaves it
+/// "running" and `clear_finish_func` would wait for ever (recorded, not
+/// slept).
+#[test]
+fn broken_finish_run_ended_only_on_return() {
+    assert_rejected(
+        "broken_finish_run_ended_only_on_return",
+        Some(2),
+        "would wait for ever",
+        || {
+            let running = Arc::new(AtomicBool::new(false));
+            let r = Arc::clone(&running);
+            let finisher = thread::spawn(move || {
+                r.store(true, Release);
+                let ran = catch_unwind(AssertUnwindSafe(|| panic!("finish failed")));
+                if ran.is_ok() {
+                    r.store(false, Release); // never reached: the run panicked
+                }
+            });
+            finisher.join().unwrap();
+            assert!(
+                !running.load(Acquire),
+                "clear_finish_func would wait for ever for a run that unwound"
+            );
+        },
+    );
+}
+
 /// I6 and I3 with a probe that panics on a dead-connection checker's thread
 /// while the owner resets: the panic reaches the checker, `reset` returns,
 /// no statement is killed, and the probe stays installed.
@@ -769,33 +718,4 @@ fn panicking_probe_races_reset() {
             },
         )
     });
-}
-
-/// Broken twin of `panicking_finish_races_clear`: the run marks itself
-/// finished only when the function returns normally, so a panic leaves it
-/// "running" and `clear_finish_func` would wait for ever (recorded, not
-/// slept).
-#[test]
-fn broken_finish_run_ended_only_on_return() {
-    assert_rejected(
-        "broken_finish_run_ended_only_on_return",
-        Some(2),
-        "would wait for ever",
-        || {
-            let running = Arc::new(AtomicBool::new(false));
-            let r = Arc::clone(&running);
-            let finisher = thread::spawn(move || {
-                r.store(true, Release);
-                let ran = catch_unwind(AssertUnwindSafe(|| panic!("finish failed")));
-                if ran.is_ok() {
-                    r.store(false, Release); // never reached: the run panicked
-                }
-            });
-            finisher.join().unwrap();
-            assert!(
-                !running.load(Acquire),
-                "clear_finish_func would wait for ever for a run that unwound"
-            );
-        },
-    );
 }

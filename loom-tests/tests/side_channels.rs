@@ -1,16 +1,25 @@
 //! Models of the side channels (invariants I2 for waiters, I6, I7, I8, I9; see `src/state.rs`) on
-//! the real `SqlKiller`. Broken twins are in `historic.rs`.
+//! the real `SqlKiller`.
+//!
+//! A model is followed by its broken twin, where it has one: a few lines
+//! of loom with the bug the model guards against, which loom must reject
+//! (`assert_rejected`). If a twin ever passes, the model next to it proves
+//! nothing. The hook's model for TiDB PR #70608 and its twin are in
+//! `historic.rs`.
 #![cfg(loom)]
 
 use std::time::Duration;
 
-use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use loom::sync::{Arc, Mutex};
 use loom::thread;
-use sqlkiller::{HookStatus, KillOutcome, KillSignal, SqlKiller, WaitOutcome};
-use sqlkiller_loom_tests::{check, with_expected_panics};
+use sqlkiller::{KillOutcome, KillSignal, SqlKiller, WaitOutcome};
+use sqlkiller_loom_tests::{assert_rejected, check, with_expected_panics};
 
 use KillSignal::*;
+
+/// A raw signal, for the twins written in TiDB's Go shape (`Signal uint32`).
+const QUERY_INTERRUPTED: u32 = 1;
 
 /// I2 for waiters, no lost wake-up: a thread registers a kill event and
 /// blocks while another kills. Whether registration or kill comes first,
@@ -39,6 +48,49 @@ fn waiter_registers_while_kill_fires() {
             } else {
                 "registered before kill"
             });
+        },
+    );
+}
+
+/// The classic lost wake-up: a waiter checks "not killed", the kill fires
+/// and finds nobody to wake, then the waiter registers and goes to sleep —
+/// for ever. (A real `park` here makes loom abort the whole test binary on
+/// the deadlock, so the sleeper records that it went to sleep instead, and
+/// the model asserts that every sleeper was woken.) Fixed model:
+/// `waiter_registers_while_kill_fires`, above (registration is an
+/// RMW on the state word, like the kill).
+#[test]
+fn broken_check_then_sleep_waiter() {
+    assert_rejected(
+        "broken_check_then_sleep_waiter",
+        Some(2),
+        "lost wake-up",
+        || {
+            struct GoKiller {
+                signal: AtomicU32,
+                waiter: Mutex<bool>,
+            }
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                waiter: Mutex::new(false),
+            });
+            let k = Arc::clone(&killer);
+            let waiter = thread::spawn(move || {
+                if k.signal.load(Acquire) == 0 {
+                    // Registers *after* the check, then sleeps without looking again.
+                    *k.waiter.lock().unwrap() = true;
+                    return true; // asleep
+                }
+                false
+            });
+            // The kill: set the signal, wake whoever is registered.
+            killer.signal.store(QUERY_INTERRUPTED, Release);
+            let woken = std::mem::take(&mut *killer.waiter.lock().unwrap());
+            let asleep = waiter.join().unwrap();
+            assert!(
+                !asleep || woken,
+                "lost wake-up: the waiter sleeps on a killed statement"
+            );
         },
     );
 }
@@ -113,41 +165,6 @@ fn waiter_races_reset() {
     );
 }
 
-/// I7 and TiDB PR #70608: the owner installs a cancel hook while a kill
-/// fires. The hook runs exactly once — by the killer, or at install time if
-/// the kill won first — never zero times.
-#[test]
-fn hook_installed_while_kill_fires() {
-    check(
-        "hook_installed_while_kill_fires",
-        None,
-        &["hook ran by killer", "hook ran at install"],
-        |seen| {
-            let killer = Arc::new(SqlKiller::new());
-            let runs = Arc::new(AtomicUsize::new(0));
-            let k = Arc::clone(&killer);
-            let kill = thread::spawn(move || k.send_kill_signal(QueryInterrupted));
-            let r = Arc::clone(&runs);
-            let status = killer.set_cancel_hook(move || {
-                r.fetch_add(1, Relaxed);
-            });
-            assert_eq!(kill.join().unwrap(), KillOutcome::Sent);
-            assert_eq!(
-                runs.load(Relaxed),
-                1,
-                "cancel hook ran {} times",
-                runs.load(Relaxed)
-            );
-            seen.saw(match status {
-                HookStatus::Ran => "hook ran at install",
-                HookStatus::Armed => "hook ran by killer",
-                HookStatus::Stale => unreachable!("installed for the current statement"),
-                _ => unreachable!(),
-            });
-        },
-    );
-}
-
 /// I7 + I6: a kill races the `reset` that ends the hook's statement. The
 /// hook runs once iff the kill landed on that statement, and never after
 /// `reset` returned (reset waits for a kill that is still publishing).
@@ -174,6 +191,53 @@ fn hook_races_reset() {
             let ran = runs.load(Relaxed);
             assert_eq!(ran, usize::from(cleared.is_some()));
             seen.saw(if ran == 1 { "hook ran" } else { "hook dropped" });
+        },
+    );
+}
+
+/// The owner blocks while a kill is publishing (`Killing`), then is woken
+/// by the winner. Broken twin of `hook_races_reset` and
+/// `edges::panicking_waker_during_kill` on that path: the owner checks "still
+/// killing" and then parks, with no read-modify-write in between, so the
+/// winner's "done: wake whoever parked" can fall between the check and the
+/// park. (The owner records that it would sleep instead of sleeping: a
+/// real deadlock aborts the loom binary.)
+#[test]
+fn broken_owner_parks_after_a_plain_check() {
+    assert_rejected(
+        "broken_owner_parks_after_a_plain_check",
+        Some(2),
+        "lost wake-up",
+        || {
+            struct Word {
+                killed: AtomicBool,
+                parked: AtomicBool,
+                woken: Mutex<bool>,
+            }
+            let word = Arc::new(Word {
+                killed: AtomicBool::new(false),
+                parked: AtomicBool::new(false),
+                woken: Mutex::new(false),
+            });
+            let w = Arc::clone(&word);
+            let kill = thread::spawn(move || {
+                w.killed.store(true, Release); // KILLED, a plain store
+                if w.parked.load(Acquire) {
+                    *w.woken.lock().unwrap() = true; // notify the parked owner
+                }
+            });
+            // reset: "still killing? then park".
+            let sleeps = !word.killed.load(Acquire);
+            if sleeps {
+                word.parked.store(true, Release);
+            }
+            kill.join().unwrap();
+            if sleeps {
+                assert!(
+                    *word.woken.lock().unwrap(),
+                    "lost wake-up: the owner sleeps on a published kill"
+                );
+            }
         },
     );
 }
@@ -207,6 +271,43 @@ fn finish_races_clear() {
             } else {
                 "finish cleared first"
             });
+        },
+    );
+}
+
+/// I8's bug: `ClearFinishFunc` that only swaps the function out, without
+/// waiting for a `FinishResultSet` already running it, returns while the
+/// old function still runs — it may then touch a result set the session has
+/// already freed. Fixed model: `finish_races_clear`, above.
+#[test]
+fn broken_finish_called_outside_the_fence() {
+    assert_rejected(
+        "broken_finish_called_outside_the_fence",
+        Some(2),
+        "ran after clear",
+        || {
+            type Finish = std::sync::Arc<dyn Fn() + Send + Sync>;
+            let slot: Arc<Mutex<Option<Finish>>> = Arc::new(Mutex::new(None));
+            let cleared = Arc::new(AtomicU32::new(0));
+            let c = Arc::clone(&cleared);
+            *slot.lock().unwrap() = Some(std::sync::Arc::new(move || {
+                assert_eq!(
+                    c.load(Acquire),
+                    0,
+                    "finish function ran after clear returned"
+                );
+            }));
+            let s = Arc::clone(&slot);
+            let finisher = thread::spawn(move || {
+                // FinishResultSet: take a reference under the lock, call it outside.
+                let finish = s.lock().unwrap().clone();
+                if let Some(finish) = finish {
+                    finish();
+                }
+            });
+            *slot.lock().unwrap() = None; // ClearFinishFunc
+            cleared.store(1, Release);
+            finisher.join().unwrap();
         },
     );
 }
@@ -273,6 +374,37 @@ fn probe_on_another_thread_races_reset(name: &str, probe: fn(&SqlKiller)) {
     );
 }
 
+/// Broken twin of `probe_races_reset` and
+/// `probe_path_of_handle_signal_races_reset`: the probe kills with a plain,
+/// untargeted kill. A
+/// probe that ran for the old statement lands its kill on the new one.
+#[test]
+fn broken_probe_kill_untargeted() {
+    assert_rejected(
+        "broken_probe_kill_untargeted",
+        Some(2),
+        "killed the new one",
+        || {
+            let killer = Arc::new(SqlKiller::new());
+            let first = killer.statement();
+            let k = Arc::clone(&killer);
+            let worker = thread::spawn(move || {
+                let probed = k.statement(); // the probe runs: the client is gone
+                let outcome = k.send_kill_signal(QueryInterrupted);
+                (probed, outcome)
+            });
+            killer.reset();
+            let (probed, _) = worker.join().unwrap();
+            if killer.kill_signal().is_some() {
+                assert_ne!(
+                    probed, first,
+                    "a probe of the old statement killed the new one"
+                );
+            }
+        },
+    );
+}
+
 /// I9: a kill arrives around a kill-immune section. Inside it no check
 /// fails and the hook does not run; after the last guard drops, a kill that
 /// returned `Sent` is reported by the first check, and the hook has run
@@ -330,6 +462,55 @@ fn kill_inside_guard() {
                 (false, true) => "killed inside section",
                 (false, false) => "killed after section",
             });
+        },
+    );
+}
+
+/// I9's bug: kill immunity as a flag that only `HandleSignal` reads. The
+/// killer checks "not immune" and then runs the cancel hook; the owner sets
+/// the flag in between and enters its COMMIT, whose in-flight RPC the hook
+/// then cancels — past the point of no return. (MySQL's `kill_immunizer`
+/// exists because of this class of bug.) Fixed model:
+/// `kill_inside_guard`, above (entering is an RMW on the state word,
+/// and a kill already serving its side effects is waited for).
+#[test]
+fn broken_immunity_checked_then_acted_on() {
+    assert_rejected(
+        "broken_immunity_checked_then_acted_on",
+        Some(2),
+        "inside the section",
+        || {
+            struct GoKiller {
+                signal: AtomicU32,
+                immune: AtomicU32,
+                in_section: AtomicU32,
+            }
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                immune: AtomicU32::new(0),
+                in_section: AtomicU32::new(0),
+            });
+            let k = Arc::clone(&killer);
+            let kill = thread::spawn(move || {
+                if k.signal
+                    .compare_exchange(0, QUERY_INTERRUPTED, AcqRel, Acquire)
+                    .is_ok()
+                    && k.immune.load(Acquire) == 0
+                {
+                    // The cancel hook: cancels whatever RPC is in flight.
+                    assert_eq!(
+                        k.in_section.load(Acquire),
+                        0,
+                        "cancel hook ran inside the section: the COMMIT's RPC was cancelled"
+                    );
+                }
+            });
+            // The owner: enter the section, run the COMMIT, leave.
+            killer.immune.store(1, Release);
+            killer.in_section.store(1, Release);
+            killer.in_section.store(0, Release);
+            killer.immune.store(0, Release);
+            kill.join().unwrap();
         },
     );
 }

@@ -1,13 +1,22 @@
 //! Models of the signal itself (invariants I1–I6, listed in `src/state.rs`) on the real `SqlKiller`.
+//!
+//! A model is followed by its broken twin, where it has one: a few lines
+//! of loom with the bug the model guards against, which loom must reject
+//! (`assert_rejected`). If a twin ever passes, the model next to it proves
+//! nothing. The models and twins of TiDB's own bugs are in `historic.rs`.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicBool, Ordering::*};
-use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 use sqlkiller::{KillError, KillOutcome, KillSignal, SqlKiller};
-use sqlkiller_loom_tests::{check, Outcomes, PlainField};
+use sqlkiller_loom_tests::{assert_rejected, check, Outcomes, PlainField};
 
 use KillSignal::*;
+
+/// Raw signals, for the twins written in TiDB's Go shape (`Signal uint32`).
+const QUERY_INTERRUPTED: u32 = 1;
+const MAX_EXEC_TIME_EXCEEDED: u32 = 2;
 
 /// I1: two killers race for one statement. Exactly one gets `Sent`, the other
 /// `AlreadyKilled` with the winner's signal, and the owner sees the winner.
@@ -87,6 +96,34 @@ fn three_killers_race() {
                 }
             }
             assert_eq!(killer.handle_signal().unwrap_err().signal(), winner);
+        },
+    );
+}
+
+/// I1's bug: a kill that checks "not killed yet" with a load and then
+/// stores its signal lets two killers both believe they won.
+/// Fixed models: `two_killers_race` and `three_killers_race`, above.
+#[test]
+fn broken_kill_as_load_then_store() {
+    assert_rejected(
+        "broken_kill_as_load_then_store",
+        Some(2),
+        "two winners",
+        || {
+            let signal = Arc::new(AtomicU32::new(0));
+            let kill = |s: &AtomicU32, sig: u32| {
+                if s.load(Acquire) == 0 {
+                    s.store(sig, Release);
+                    true
+                } else {
+                    false
+                }
+            };
+            let s = Arc::clone(&signal);
+            let t = thread::spawn(move || kill(&s, QUERY_INTERRUPTED));
+            let mine = kill(&signal, MAX_EXEC_TIME_EXCEEDED);
+            let theirs = t.join().unwrap();
+            assert!(!(mine && theirs), "two winners for one statement");
         },
     );
 }
@@ -173,6 +210,37 @@ fn kill_statement_races_reset() {
     );
 }
 
+/// The classic stale kill (MySQL, PostgreSQL and TiDB alike): a `KILL QUERY`
+/// for statement N checks "is N still running?" and then sends a plain
+/// kill; the owner moves to N+1 in between and the kill hits N+1. Written
+/// against the real crate, misused: check-then-act instead of
+/// `kill_statement`. Fixed model: `kill_statement_races_reset`, above.
+#[test]
+fn broken_stale_kill_check_then_act() {
+    assert_rejected(
+        "broken_stale_kill_check_then_act",
+        Some(2),
+        "next statement was killed",
+        || {
+            let killer = Arc::new(SqlKiller::new());
+            let target = killer.statement();
+            let k = Arc::clone(&killer);
+            let t = thread::spawn(move || {
+                if k.statement() == target {
+                    let _ = k.send_kill_signal(KillSignal::QueryInterrupted);
+                }
+            });
+            killer.reset(); // statement N ends; N+1 starts
+            t.join().unwrap();
+            assert_eq!(
+                killer.kill_signal(),
+                None,
+                "stale KILL QUERY: the next statement was killed"
+            );
+        },
+    );
+}
+
 /// I3 from the other side: a `KILL QUERY` reads the statement id and kills
 /// it while the owner resets once. Whichever statement it read, the kill
 /// lands on exactly that one — `Stale` only if that statement ended, which
@@ -219,32 +287,6 @@ fn kill_of_read_statement_races_reset() {
                 );
                 assert_eq!(killer.kill_signal(), Some(QueryInterrupted));
                 seen.saw("killed the new statement");
-            }
-        },
-    );
-}
-
-/// I3 + I6: a plain kill races `reset`. It lands on exactly one generation:
-/// either `reset` returns it, or the new statement carries it. `reset`
-/// terminates even when it has to wait for the kill to publish. Would have
-/// caught TiDB #70545's lost kill (reset as a load then a store).
-#[test]
-fn kill_races_reset() {
-    check(
-        "kill_races_reset",
-        None,
-        &["reset cleared it", "next statement carries it"],
-        |seen| {
-            let killer = Arc::new(SqlKiller::new());
-            let k = Arc::clone(&killer);
-            let t = thread::spawn(move || k.send_kill_signal(ServerMemoryExceeded));
-            let cleared = killer.reset();
-            assert_eq!(t.join().unwrap(), KillOutcome::Sent);
-            let carried = killer.kill_signal();
-            match (cleared, carried) {
-                (Some(ServerMemoryExceeded), None) => seen.saw("reset cleared it"),
-                (None, Some(ServerMemoryExceeded)) => seen.saw("next statement carries it"),
-                other => panic!("kill landed on {other:?} (cleared, carried)"),
             }
         },
     );
@@ -333,37 +375,47 @@ fn reason_travels_with_signal() {
     }
 }
 
-/// I5, the seed (TiDB #55467): the owner sets the connection id and resets
-/// for the next statement (`ResetContextOfStmt`) while a killer logs the
-/// connection id and builds the error (`SendKillSignal`). Every access is
-/// atomic, so loom's causality checks pass; the error names a connection id
-/// that was really set.
+/// TiDB's `SendKillSignalWithKillEventReason` writes `desc` under the event
+/// mutex *before* the signal CAS, so a losing killer overwrites the winner's
+/// reason: the error pairs one kill's signal with another's reason (I4).
+/// Fixed model: `reason_travels_with_signal`, above.
 #[test]
-fn seed_55467_conn_id_races_reset() {
-    check(
-        "seed_55467_conn_id_races_reset",
-        None,
-        &["logged conn 1", "logged conn 2"],
-        |seen| {
-            let killer = Arc::new(SqlKiller::new());
-            killer.set_conn_id(1);
-            let k = Arc::clone(&killer);
-            let t = thread::spawn(move || {
-                let _ = k.send_kill_signal(QueryMemoryExceeded);
-                let logged = k.conn_id(); // the log line of SendKillSignal
-                if let Err(KillError::QueryMemoryExceeded { conn_id }) = k.handle_signal() {
-                    assert!(conn_id == 1 || conn_id == 2, "error names conn {conn_id}");
-                }
-                logged
-            });
-            killer.set_conn_id(2); // ResetContextOfStmt
-            killer.reset();
-            match t.join().unwrap() {
-                1 => seen.saw("logged conn 1"),
-                2 => seen.saw("logged conn 2"),
-                other => panic!("logged a connection id nobody set: {other}"),
+fn broken_reason_written_before_cas() {
+    assert_rejected(
+        "broken_reason_written_before_cas",
+        Some(2),
+        "torn reason",
+        || {
+            struct GoKiller {
+                signal: AtomicU32,
+                desc: Mutex<&'static str>,
             }
-            assert_eq!(killer.conn_id(), 2);
+            let killer = Arc::new(GoKiller {
+                signal: AtomicU32::new(0),
+                desc: Mutex::new(""),
+            });
+            let spawn = |signal: u32, desc: &'static str| {
+                let k = Arc::clone(&killer);
+                thread::spawn(move || {
+                    *k.desc.lock().unwrap() = desc;
+                    let _ = k.signal.compare_exchange(0, signal, AcqRel, Acquire);
+                })
+            };
+            let a = spawn(QUERY_INTERRUPTED, "from killer 1");
+            let b = spawn(MAX_EXEC_TIME_EXCEEDED, "from killer 2");
+            a.join().unwrap();
+            b.join().unwrap();
+            let signal = killer.signal.load(Acquire);
+            let desc = *killer.desc.lock().unwrap();
+            let expected = if signal == QUERY_INTERRUPTED {
+                "from killer 1"
+            } else {
+                "from killer 2"
+            };
+            assert_eq!(
+                desc, expected,
+                "torn reason: signal {signal} carries {desc:?}"
+            );
         },
     );
 }

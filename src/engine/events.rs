@@ -4,6 +4,7 @@
 use std::task::Waker;
 
 use super::{table, Shared};
+use crate::callback;
 use crate::clock::WaitDeadline;
 use crate::loom::{lock, thread};
 use crate::table::{Waiter, Wake};
@@ -57,6 +58,11 @@ impl Shared {
     }
 
     /// Takes the outcome if there is one, else installs the wake-up.
+    ///
+    /// A task's waker is user code in every method (`clone`, `will_wake`,
+    /// `drop`), so none of them runs under the lock: the old wake-up is
+    /// taken out, compared and cloned outside, and the result put back. A
+    /// kill meanwhile completes the entry, which the second look reports.
     pub(crate) fn poll_event(
         &self,
         registration: &mut Registration,
@@ -65,32 +71,67 @@ impl Shared {
         if registration.outcome.is_some() {
             return registration.outcome;
         }
+        let old = match self.take_wake(registration, !matches!(register, Register::Keep)) {
+            Ok(old) => old,
+            Err(outcome) => return Some(outcome),
+        };
+        let wake = match register {
+            Register::Keep => return None,
+            Register::Thread => {
+                drop(old);
+                Wake::Thread(thread::current())
+            }
+            // The same task polling again: keep its waker (no clone).
+            Register::Task(waker) => match old {
+                Wake::Task(current) if current.will_wake(waker) => Wake::Task(current),
+                old => {
+                    drop(old);
+                    Wake::Task(waker.clone())
+                }
+            },
+        };
         let mut side = lock(&self.side);
         let table = table(&mut side);
         let index = table
             .waiter(registration.id)
             .expect("a kill event without an outcome stays registered");
-        let waiters = &mut table.waiters;
-        if let Some(outcome) = waiters[index].outcome {
-            let done = waiters.swap_remove(index);
+        match table.waiters[index].outcome {
+            Some(outcome) => {
+                let done = table.waiters.swap_remove(index);
+                drop(side);
+                drop(done);
+                drop(wake);
+                registration.outcome = Some(outcome);
+                Some(outcome)
+            }
+            None => {
+                table.waiters[index].wake = wake; // it held `Nobody`
+                None
+            }
+        }
+    }
+
+    /// The entry's outcome if it has one (`Err`, the entry then leaves the
+    /// table), else its wake-up, taken out (`Nobody` left in its place)
+    /// if `take`.
+    fn take_wake(&self, registration: &mut Registration, take: bool) -> Result<Wake, WaitOutcome> {
+        let mut side = lock(&self.side);
+        let table = table(&mut side);
+        let index = table
+            .waiter(registration.id)
+            .expect("a kill event without an outcome stays registered");
+        if let Some(outcome) = table.waiters[index].outcome {
+            let done = table.waiters.swap_remove(index);
             drop(side);
             drop(done);
             registration.outcome = Some(outcome);
-            return Some(outcome);
+            return Err(outcome);
         }
-        let wake = match register {
-            Register::Keep => return None,
-            Register::Thread => Wake::Thread(thread::current()),
-            // The same task polling again: keep its waker (no clone).
-            Register::Task(waker) => match &waiters[index].wake {
-                Wake::Task(current) if current.will_wake(waker) => return None,
-                _ => Wake::Task(waker.clone()),
-            },
-        };
-        let old = std::mem::replace(&mut waiters[index].wake, wake);
-        drop(side);
-        drop(old);
-        None
+        Ok(if take {
+            std::mem::replace(&mut table.waiters[index].wake, Wake::Nobody)
+        } else {
+            Wake::Nobody
+        })
     }
 
     /// Blocks until the outcome is known or `deadline` passes (`None`: no
@@ -141,7 +182,8 @@ impl Shared {
             let index = table.waiter(registration.id);
             index.map(|i| table.waiters.swap_remove(i))
         };
-        drop(removed);
+        // From a destructor: a waker whose drop panics is contained.
+        callback::drop_contained(removed);
     }
 }
 

@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     probe_gen: AtomicU64,
     /// When the timer will next look at this session (`NEVER`: it will not).
     timer_sched: AtomicU64,
+    /// The sequence number of this session's entry in the timer's queue
+    /// (0: none), touched only under the queue's lock (`clock.rs`).
+    timer_seq: AtomicU64,
     /// Owner-local: `max_execution_time` in nanoseconds, 0 for none.
     max_exec: AtomicU64,
     /// The probe interval in nanoseconds (0: at every checkpoint).
@@ -113,6 +116,7 @@ impl Shared {
             probe_at: AtomicU64::new(NEVER),
             probe_gen: AtomicU64::new(0),
             timer_sched: AtomicU64::new(NEVER),
+            timer_seq: AtomicU64::new(0),
             max_exec: AtomicU64::new(0),
             probe_interval: AtomicU64::new(nanos(DEFAULT_PROBE_INTERVAL)),
             timed: AtomicBool::new(false),
@@ -303,10 +307,11 @@ impl Shared {
 }
 
 /// Moves `Killing` to `Killed` when dropped, also while unwinding (I6),
-/// and wakes an owner that blocked waiting for it.
-struct PublishOnDrop<'a>(&'a Shared);
+/// and wakes an owner that blocked waiting for it. Holds the block by
+/// reference, or by `Arc` when the serving moves to another thread.
+struct PublishOnDrop<S: std::ops::Deref<Target = Shared>>(S);
 
-impl Drop for PublishOnDrop<'_> {
+impl<S: std::ops::Deref<Target = Shared>> Drop for PublishOnDrop<S> {
     fn drop(&mut self) {
         if self.0.state.transition_to_killed() == Published::WakeOwner {
             self.0.wake_parked_owner();

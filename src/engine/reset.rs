@@ -25,7 +25,7 @@
 //! session without waiting.
 
 use super::{table, Shared};
-use crate::callback::{FirstPanic, WAIT_FROM_OWN_CALLBACK};
+use crate::callback::{self, FirstPanic, WAIT_FROM_OWN_CALLBACK};
 use crate::log;
 use crate::loom::{lock, wait, Backoff};
 use crate::state::Snapshot;
@@ -43,9 +43,30 @@ impl Shared {
     /// kill-immune section still owed, and marks the session closed. A
     /// panic of user code on the way is contained: a destructor must not
     /// panic while unwinding.
+    ///
+    /// Then the session lets go of what only it needed: the finish
+    /// function and the liveness probe are dropped (so one that captured
+    /// this session's own `KillHandle` is no reference cycle), and its
+    /// entry leaves the timer's queue.
     pub(crate) fn close(&self) {
         let (_cleared, panics) = self.end_statement(true);
         panics.contain();
+        let (finish, probe) = {
+            let mut side = lock(&self.side);
+            match side.as_mut() {
+                Some(table) => {
+                    // A run in progress drops its function instead of
+                    // putting it back.
+                    table.finish.version += 1;
+                    self.state.remove_probe();
+                    (table.finish.func.take(), table.probe.probe.take())
+                }
+                None => (None, None),
+            }
+        };
+        self.leave_timer();
+        callback::drop_contained(finish);
+        callback::drop_contained(probe);
     }
 
     /// Ends the current statement: `reset`, or with `close` the owner's
@@ -56,7 +77,7 @@ impl Shared {
         // last one ended, so the word still equals the owner's hint and one
         // CAS ends it. A failed CAS returns the word, where the loop starts.
         let mut current = match self.state.try_next_statement_from_hint(close) {
-            Ok(ended) => return self.finish_statement(ended, None, FirstPanic::default()),
+            Ok(ended) => return self.finish_statement(ended, close, None, FirstPanic::default()),
             Err(actual) => actual,
         };
         // A panic of user code run from here (an owed hook, a waker) is
@@ -105,7 +126,7 @@ impl Shared {
                 .and_then(|side| side.as_mut())
                 .map(|table| table.end_generation(current.has_waiters()));
             drop(side);
-            return self.finish_statement(current, leftovers, panics);
+            return self.finish_statement(current, close, leftovers, panics);
         }
     }
 
@@ -135,15 +156,18 @@ impl Shared {
     }
 
     /// After the CAS that ended generation `ended`: arms the next
-    /// statement's deadline and probe, logs, then releases what the
+    /// statement's deadline and probe (unless the session `closed`), logs, then releases what the
     /// generation left (user code: wakers, the hooks' drops).
     fn finish_statement(
         &self,
         ended: Snapshot,
+        closed: bool,
         leftovers: Option<Leftovers>,
         mut panics: FirstPanic,
     ) -> (Option<KillSignal>, FirstPanic) {
-        self.arm_next_statement(ended);
+        if !closed {
+            self.arm_next_statement(ended);
+        }
         let cleared = ended.signal();
         if let Some(signal) = cleared {
             log::kill_finished(self.conn_id(), signal);

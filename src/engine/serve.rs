@@ -100,14 +100,17 @@ impl Shared {
 
     /// Enters a kill-immune section (owner); sections nest.
     pub(crate) fn enter_section(&self) {
-        // Owner-local counter: a load and a store, no RMW needed.
-        let depth = self.immune_depth.load(Relaxed);
-        if depth == 0 {
+        if self.immune_depth.load(Relaxed) == 0 {
             // What an earlier section deferred is served before this one
             // begins (a panic from it leaves us outside any section).
             self.deliver_owed();
         }
-        self.immune_depth.store(depth + 1, Relaxed);
+        // An RMW, although only the owner counts: owner operations called
+        // from two threads at once (a misuse `Sync` cannot rule out) then
+        // still pair every enter with one leave, the count never wraps,
+        // and the last guard to leave clears `IMMUNE` after the first to
+        // enter set it.
+        let depth = self.immune_depth.fetch_add(1, Relaxed);
         if depth == 0 {
             let prev = self.state.enter_section();
             // A kill that won before is waited for, so nothing of it runs
@@ -127,9 +130,7 @@ impl Shared {
     /// what a kill inside the section deferred becomes owed to the owner's
     /// next operation.
     pub(crate) fn leave_section(&self) {
-        let depth = self.immune_depth.load(Relaxed);
-        self.immune_depth.store(depth - 1, Relaxed);
-        if depth == 1 {
+        if self.immune_depth.fetch_sub(1, Relaxed) == 1 {
             self.state.leave_section();
         }
     }

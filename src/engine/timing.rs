@@ -1,14 +1,16 @@
 //! Time in a session: statement deadlines, the liveness probe and its
 //! schedule, and the timer's visits (`clock.rs` owns the clock and queue).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{table, Shared, SideGuard};
+use super::{table, PublishOnDrop, Shared, SideGuard};
 use crate::callback::{self, Kind};
-use crate::clock::{nanos, TimerClient, NEVER};
+use crate::clock::{nanos, Timer, TimerClient, NEVER};
+use crate::log;
 use crate::loom::atomic::Ordering::*;
 use crate::loom::lock;
-use crate::state::Snapshot;
+use crate::state::{KillTransition, Snapshot};
 use crate::table::Probe;
 use crate::{KillSignal, ProbeId, StatementId};
 
@@ -29,6 +31,8 @@ impl Shared {
     pub(crate) fn max_execution_time(&self) -> Option<Duration> {
         match self.max_exec.load(Relaxed) {
             0 => None,
+            // Stored saturated: 2^64 ns or more is "never" (see the setter).
+            NEVER => Some(Duration::MAX),
             limit => Some(Duration::from_nanos(limit)),
         }
     }
@@ -37,6 +41,14 @@ impl Shared {
         self.timed.store(true, Relaxed);
         let at = self.now().saturating_add(nanos(timeout));
         self.arm_deadline(self.state.snapshot().generation(), at);
+    }
+
+    /// The session closed: its entry leaves the timer's queue now, so the
+    /// queue holds no reference to it (not even a weak one) until a
+    /// deadline it will never need.
+    pub(super) fn leave_timer(&self) {
+        self.timer
+            .forget(self.timer_sched.swap(NEVER, AcqRel), &self.timer_seq);
     }
 
     /// Called after the CAS that ended `ended`: arms the new statement's
@@ -83,8 +95,10 @@ impl Shared {
             return;
         }
         // An RMW, ordered with the timer's `swap` (`clock.rs`).
-        if self.timer_sched.fetch_min(at, AcqRel) > at {
-            self.timer.push(at, self.me.clone());
+        let before = self.timer_sched.fetch_min(at, AcqRel);
+        if before > at {
+            self.timer
+                .push(at, self.me.clone(), before, &self.timer_seq);
         }
     }
 
@@ -194,11 +208,79 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A deadline fell due: kills statement `id` (targeted: `Stale` if it
+    /// has ended). On the real clock the kill lands here, on the timer
+    /// thread, but its waiters and hooks are served on a thread of their
+    /// own, so a slow or blocking hook of one session never delays another
+    /// session's deadline; the statement stays `Killing` until they are
+    /// served, as for any kill, so `reset` still waits for them. A panic
+    /// there is contained. A kill with nobody to serve spawns nothing. On
+    /// a `ManualClock`, everything runs on the thread that advances it.
+    fn fire_deadline(&self, id: StatementId) {
+        let signal = KillSignal::MaxExecTimeExceeded;
+        let me = match self.timer {
+            Timer::Real => self.me.upgrade(),
+            Timer::Manual(_) => None,
+        };
+        let Some(me) = me else {
+            let _ = self.kill(Some(id), signal, "");
+            return;
+        };
+        let won = match self
+            .state
+            .transition_to_killing(Some(id.generation), signal, false)
+        {
+            KillTransition::Won(won) => won,
+            _ => return,
+        };
+        let published = PublishOnDrop(me);
+        log::kill_initiated(self.conn_id(), signal, "");
+        if won.is_immune() || !won.has_subscribers() {
+            return; // nothing to serve now: published as `published` drops
+        }
+        // The guard goes to the serving thread; if no thread can be had,
+        // it comes back and the kill is served here.
+        let handoff = Arc::new(std::sync::Mutex::new(Some(published)));
+        let theirs = Arc::clone(&handoff);
+        let spawned = std::thread::Builder::new()
+            .name("sqlkiller-deadline".into())
+            .spawn(move || serve_deadline(&theirs, signal, won));
+        if spawned.is_err() {
+            serve_deadline(&handoff, signal, won);
+        }
+    }
+}
+
+/// Serves a deadline's kill from the guard in `handoff`, if nobody has
+/// yet, containing any panic; the guard then publishes the kill.
+fn serve_deadline(
+    handoff: &std::sync::Mutex<Option<PublishOnDrop<Arc<Shared>>>>,
+    signal: KillSignal,
+    won: Snapshot,
+) {
+    let published = handoff.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(published) = published {
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            published.0.serve_kill(signal, won);
+        }));
+        if let Err(payload) = served {
+            callback::drop_payload(payload);
+        }
+        // Publishes; may drop the last reference to the session, and with
+        // it user values: contained.
+        callback::drop_contained(published);
+    }
+}
+
 impl TimerClient for Shared {
     /// The timer's visit at `now`: fires a due deadline, marks a due probe,
     /// and reschedules for what is left.
     fn on_timer(&self, now: u64) {
         self.timer_sched.swap(NEVER, AcqRel);
+        if self.state.snapshot().is_closed() {
+            return; // nothing to fire, nothing to schedule again
+        }
         let generation = self.deadline_gen.load(Acquire);
         let at = self.deadline_at.load(Relaxed);
         let mut next = NEVER;
@@ -207,8 +289,7 @@ impl TimerClient for Shared {
                 killer: self.id,
                 generation,
             };
-            // Targeted: `Stale` if the statement has ended.
-            let _ = self.kill(Some(id), KillSignal::MaxExecTimeExceeded, "");
+            self.fire_deadline(id);
         } else {
             next = at;
         }
