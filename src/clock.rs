@@ -17,8 +17,11 @@
 //! nothing is armed: zero cost). It holds only a `Weak` reference to each
 //! session, so it never keeps a session alive.
 //!
-//! Each session has at most one entry in the timer's queue that matters:
-//! `timer_sched` says when the timer will next look at the session. Arming
+//! Each session has at most one entry in the timer's queue: `timer_sched`
+//! says when the timer will next look at the session, and a new, earlier
+//! entry replaces the session's old one (found by its time and sequence
+//! number), so the queue is bounded by the live sessions however often
+//! deadlines move. A session that closes removes its entry at once. Arming
 //! a deadline or a probe for statement g is two stores on the owner's side,
 //! `at` then `gen` (Release), then `timer_sched.fetch_min(at)`; only if that
 //! lowered it does the owner push an entry (and lock the queue). So a
@@ -42,6 +45,22 @@
 //! PostgreSQL's timeout handlers set a flag that `CHECK_FOR_INTERRUPTS`
 //! reads), so the checkpoint stays one load and a mask test. Model:
 //! `probe_due_races_reset`; broken twin `broken_probe_due_without_generation`.
+//!
+//! # Where a deadline's side effects run
+//!
+//! The kill's CAS runs on the timer, so every deadline lands on time. Its
+//! waiters and hooks run on a thread spawned for them (only when it has
+//! any): a hook is user code and may be slow or block, and on the timer
+//! thread it would delay every other session's deadline. The kill stays
+//! `Killing` until that thread has served it, exactly as when a `KILL`
+//! thread serves its own kill, so `reset` waits for it; the thread
+//! contains any panic. A bounded pool would let a few blocking hooks stall
+//! the rest again; a thread per served deadline costs a spawn only where a
+//! hook or waiter already cost an allocation. If no thread can be had, the
+//! timer serves the kill itself. A manual clock's `advance` joins the
+//! threads it started, so tests stay deterministic. Model:
+//! `deadline_hook_handed_off_races_reset`; broken twin
+//! `broken_handoff_publishes_before_serving`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -54,9 +73,13 @@ use crate::loom::{lock, Condvar, Mutex};
 /// What the timer serves: a session (the engine's shared block). The queue
 /// holds it weakly, so the timer never keeps a session alive.
 pub(crate) trait TimerClient: Send + Sync {
-    /// The timer's visit at `now`.
-    fn on_timer(&self, now: u64);
+    /// The timer's visit at `now`; returns the thread serving a deadline's
+    /// kill, if one was handed off.
+    fn on_timer(&self, now: u64) -> Option<Served>;
 }
+
+/// A thread serving a deadline's kill (its waiters and hooks).
+pub(crate) type Served = crate::loom::thread::JoinHandle<()>;
 
 /// A session as the timer's queue holds it.
 pub(crate) type Session = Weak<dyn TimerClient>;
@@ -174,33 +197,46 @@ impl TimerCore {
         drop(removed);
     }
 
-    /// Takes the earliest entry out of the queue if it is due at `now`.
-    /// One at a time: firing allocates nothing.
-    fn pop_due(&self, now: u64) -> Option<Session> {
+    /// Takes the earliest entry out of the queue if it is due at `now`,
+    /// and says whether another one is due too. One at a time: firing
+    /// allocates nothing.
+    fn pop_due(&self, now: u64) -> (Option<Session>, bool) {
         let mut queue = lock(&self.queue);
-        if queue.first_at()? <= now {
-            queue.entries.pop_first().map(|(_, session)| session)
-        } else {
-            None
+        if queue.first_at().is_none_or(|first| first > now) {
+            return (None, false);
         }
+        let session = queue.entries.pop_first().map(|(_, session)| session);
+        (session, queue.first_at().is_some_and(|first| first <= now))
     }
 
     /// Serves the sessions due at `now`, on this thread. A panic of user
-    /// code run on the way (a cancel hook of a deadline's kill) is
-    /// contained: the timer serves every session.
-    fn fire(&self, now: u64) {
-        while let Some(session) = self.pop_due(now) {
+    /// code run on the way is contained: the timer serves every session.
+    /// With `join`, waits for the threads serving deadlines' kills (a
+    /// manual clock's `advance`); the real timer leaves them.
+    fn fire(&self, now: u64, join: bool) {
+        let mut serving = Vec::new();
+        let mut more = true;
+        while more {
+            let (due, next) = self.pop_due(now);
+            more = next;
+            let Some(session) = due else { break };
             if let Some(session) = session.upgrade() {
                 let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    session.on_timer(now);
+                    session.on_timer(now)
                 }));
-                if let Err(payload) = served {
-                    callback::drop_payload(payload);
+                match served {
+                    Ok(Some(thread)) if join => serving.push(thread),
+                    Ok(_) => {}
+                    Err(payload) => callback::drop_payload(payload),
                 }
                 // The last reference to a session that closed meanwhile
                 // drops its user values here: contained too.
                 callback::drop_contained(session);
             }
+        }
+        for thread in serving {
+            // Its panics are contained where they happen.
+            let _ = thread.join();
         }
     }
 }
@@ -209,7 +245,9 @@ impl TimerCore {
 /// and probes, like `tokio::time::pause`. Killers made with
 /// [`SqlKiller::with_clock`](crate::SqlKiller::with_clock) read it, and their
 /// deadlines and probe schedule fire inside [`advance`](ManualClock::advance),
-/// on the thread that calls it.
+/// on the thread that calls it (a deadline's waiters and hooks are served
+/// on a thread of their own, as on the real clock, which `advance` waits
+/// for before it returns).
 ///
 /// ```
 /// use std::time::Duration;
@@ -247,7 +285,7 @@ impl ManualClock {
             .manual_now
             .fetch_update(AcqRel, Acquire, |now| Some(later(now)))
             .expect("the update always succeeds");
-        self.core.fire(later(before));
+        self.core.fire(later(before), true);
     }
 
     /// The time since the clock was made.
@@ -340,7 +378,7 @@ mod real {
                 }
             };
             drop(queue);
-            core.fire(now);
+            core.fire(now, false);
         }
     }
 }

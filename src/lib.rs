@@ -49,7 +49,7 @@
 //! | liveness probe | the caller of [`handle_signal`](SqlKiller::handle_signal) or [`check_connection_alive`](SqlKiller::check_connection_alive) | reaches that caller; the probe stays installed |
 //! | finish function | the caller of [`finish_result_set`](SqlKiller::finish_result_set) | reaches that caller; the function is removed, a waiting [`clear_finish_func`](SqlKiller::clear_finish_func) is released |
 //! | a hook's or waker's drop | `reset`, which drops the old statement's hook un-run and wakes its waiters | reaches `reset`'s caller after the statement has ended |
-//! | hook or waker of a deadline's kill | the timer thread, or the caller of [`ManualClock::advance`] | contained: the process's panic hook prints it, then the timer drops it (a payload whose own drop panics is contained too) and goes on serving every session |
+//! | hook or waker of a deadline's kill | a thread of its own (`sqlkiller-deadline`), spawned for a deadline's kill that has waiters or a hook: the kill itself lands on the timer thread (or the caller of [`ManualClock::advance`], which waits for that thread), so a slow hook delays no other session's deadline | contained: the process's panic hook prints it, then it is dropped (a payload whose own drop panics is contained too); the timer goes on serving every session |
 //! | anything run by dropping [`SqlKiller`] | the dropping thread | contained (dropped): a destructor must not panic while unwinding |
 //!
 //! When several callbacks of one kill panic, the first panic is resumed and

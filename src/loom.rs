@@ -14,12 +14,12 @@ pub(crate) use loom::thread_local;
 #[cfg(not(loom))]
 pub(crate) use std::thread_local;
 
-/// Threads: `current`, `Thread::unpark`, `ThreadId`, and a timed park.
+/// Threads: `current`, `Thread::unpark`, a spawn `Builder`, and a timed park.
 pub(crate) mod thread {
     #[cfg(loom)]
-    pub(crate) use loom::thread::{current, park, Thread};
+    pub(crate) use loom::thread::{current, park, Builder, JoinHandle, Thread};
     #[cfg(not(loom))]
-    pub(crate) use std::thread::{current, park, Thread};
+    pub(crate) use std::thread::{current, park, Builder, JoinHandle, Thread};
 
     /// Parks the current thread for at most `timeout`.
     ///

@@ -6,7 +6,7 @@
 //! another thread's earlier load of that word from loom's DPOR, so loom
 //! never runs the CAS before that other load. This test pins the behaviour
 //! down: if a loom upgrade closes the gap it fails, and the `fetch_or(0)` in
-//! `SqlKiller::load_for_update` can become a plain load again.
+//! `StateCell::load_for_update (src/state.rs)` can become a plain load again.
 #![cfg(loom)]
 
 use std::collections::BTreeSet;

@@ -515,6 +515,75 @@ fn broken_immunity_checked_then_acted_on() {
     );
 }
 
+/// Hooks installed after a kill inside a kill-immune section are owed, as
+/// a list (any number of them, run in order without recursion): one by the
+/// owner, one by an RPC thread naming the statement, racing the section's
+/// end. I7: each runs exactly once, never inside the section: owed and run
+/// by `release`, or (installed after the section ended) run at install.
+#[test]
+fn owed_hooks_installed_from_two_threads_all_run() {
+    check(
+        "owed_hooks_installed_from_two_threads_all_run",
+        Some(3),
+        &["rpc hook owed", "rpc hook ran at install"],
+        |seen| {
+            let killer = SqlKiller::new();
+            let statement = killer.statement();
+            let handle = killer.handle();
+            let in_section = Arc::new(AtomicBool::new(true));
+            let (owner_runs, rpc_runs) =
+                (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let guard = killer.kill_immune();
+            assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+            let (s, r) = (Arc::clone(&in_section), Arc::clone(&rpc_runs));
+            let rpc = thread::spawn(move || {
+                handle.set_cancel_hook_for(statement, move || {
+                    assert!(!s.load(Acquire), "an owed hook ran inside the section");
+                    r.fetch_add(1, Relaxed);
+                })
+            });
+            let (s, o) = (Arc::clone(&in_section), Arc::clone(&owner_runs));
+            let _ = killer.set_cancel_hook(move || {
+                assert!(!s.load(Acquire), "an owed hook ran inside the section");
+                o.fetch_add(1, Relaxed);
+            });
+            in_section.store(false, Release);
+            guard.release();
+            let status = rpc.join().unwrap();
+            assert_eq!(owner_runs.load(Relaxed), 1, "the owner's owed hook");
+            assert_eq!(rpc_runs.load(Relaxed), 1, "the RPC thread's hook");
+            seen.saw(match status {
+                sqlkiller::HookStatus::Armed => "rpc hook owed",
+                sqlkiller::HookStatus::Ran => "rpc hook ran at install",
+                other => panic!("{other:?}"),
+            });
+        },
+    );
+}
+
+/// Broken twin: owed hooks kept in one slot, so a second install inside
+/// the section replaces the first, which is lost (dropped un-run).
+#[test]
+fn broken_owed_hook_replaced_in_one_slot() {
+    assert_rejected(
+        "broken_owed_hook_replaced_in_one_slot",
+        Some(2),
+        "an owed hook was lost",
+        || {
+            let slot: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
+            let s = Arc::clone(&slot);
+            let rpc = thread::spawn(move || {
+                *s.lock().unwrap() = Some(2); // the RPC thread's hook
+            });
+            *slot.lock().unwrap() = Some(1); // the owner's hook
+            rpc.join().unwrap();
+            // the section ends: run what is owed
+            let ran: Vec<u32> = slot.lock().unwrap().take().into_iter().collect();
+            assert_eq!(ran.len(), 2, "an owed hook was lost");
+        },
+    );
+}
+
 /// I6 with a panicking hook: the kill's drop guard still moves the state to
 /// `Killed`, so a racing `reset` returns; the killer stays usable.
 #[test]

@@ -203,3 +203,89 @@ fn broken_probe_due_without_generation() {
         },
     );
 }
+
+/// A deadline's kill lands on the thread that advances the clock, and its
+/// hook is served on a thread of its own (the timer hands it off, so a
+/// slow hook delays no other session's deadline), while the owner resets.
+/// I6 and I7 across the hand-off: the hook runs once iff the statement was
+/// killed, and `reset` never returns while it is still running.
+#[test]
+fn deadline_hook_handed_off_races_reset() {
+    check(
+        "deadline_hook_handed_off_races_reset",
+        Some(3),
+        &["deadline killed g", "reset first"],
+        |seen| {
+            let clock = ManualClock::new();
+            let killer = SqlKiller::with_clock(&clock);
+            killer.set_statement_timeout(10 * MS);
+            let ran = Arc::new(AtomicU64::new(0));
+            let r = Arc::clone(&ran);
+            let _ = killer.set_cancel_hook(move || {
+                r.fetch_add(1, Relaxed);
+            });
+            let timer = thread::spawn(move || clock.advance(10 * MS));
+            let cleared = killer.reset();
+            // Read before the timer is joined: only `reset` orders it.
+            let ran_at_reset = ran.load(Relaxed);
+            timer.join().unwrap();
+            match cleared {
+                Some(KillSignal::MaxExecTimeExceeded) => {
+                    assert_eq!(
+                        ran_at_reset, 1,
+                        "reset returned before the handed-off hook ran"
+                    );
+                    seen.saw("deadline killed g");
+                }
+                None => {
+                    assert_eq!(
+                        ran.load(Relaxed),
+                        0,
+                        "the hook of an unkilled statement ran"
+                    );
+                    seen.saw("reset first");
+                }
+                Some(other) => panic!("{other:?}"),
+            }
+        },
+    );
+}
+
+/// Broken twin: a hand-off that publishes the kill (`Killed`) on the
+/// timer's thread before the serving thread has run the hook. `reset`
+/// sees `Killed`, returns, and the hook runs after it.
+#[test]
+fn broken_handoff_publishes_before_serving() {
+    assert_rejected(
+        "broken_handoff_publishes_before_serving",
+        Some(2),
+        "hook ran after reset returned",
+        || {
+            // 0 idle, 1 killing, 2 killed, 3 ended (reset)
+            let phase = Arc::new(AtomicU64::new(0));
+            let (p, q) = (Arc::clone(&phase), Arc::clone(&phase));
+            let timer = thread::spawn(move || {
+                if p.compare_exchange(0, 1, AcqRel, Acquire).is_ok() {
+                    let server = thread::spawn(move || {
+                        // the hook
+                        assert_ne!(q.load(Acquire), 3, "hook ran after reset returned");
+                    });
+                    p.store(2, Release); // the bug: published before serving
+                    server.join().unwrap();
+                }
+            });
+            // reset: wait while killing, then end the statement
+            loop {
+                match phase.load(Acquire) {
+                    1 => thread::yield_now(),
+                    now => {
+                        if phase.compare_exchange(now, 3, AcqRel, Acquire).is_ok() {
+                            break;
+                        }
+                    }
+                }
+            }
+            timer.join().unwrap();
+        },
+    );
+}

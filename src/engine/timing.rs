@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::{table, PublishOnDrop, Shared, SideGuard};
 use crate::callback::{self, Kind};
-use crate::clock::{nanos, Timer, TimerClient, NEVER};
+use crate::clock::{nanos, Served, TimerClient, NEVER};
 use crate::log;
 use crate::loom::atomic::Ordering::*;
-use crate::loom::lock;
+use crate::loom::{lock, thread, Mutex};
 use crate::state::{KillTransition, Snapshot};
 use crate::table::Probe;
 use crate::{KillSignal, ProbeId, StatementId};
@@ -210,44 +210,46 @@ impl Shared {
 
 impl Shared {
     /// A deadline fell due: kills statement `id` (targeted: `Stale` if it
-    /// has ended). On the real clock the kill lands here, on the timer
-    /// thread, but its waiters and hooks are served on a thread of their
-    /// own, so a slow or blocking hook of one session never delays another
-    /// session's deadline; the statement stays `Killing` until they are
-    /// served, as for any kill, so `reset` still waits for them. A panic
-    /// there is contained. A kill with nobody to serve spawns nothing. On
-    /// a `ManualClock`, everything runs on the thread that advances it.
-    fn fire_deadline(&self, id: StatementId) {
+    /// has ended). The kill lands here, on the timer's thread, but its
+    /// waiters and hooks are served on a thread of their own (returned),
+    /// so a slow or blocking hook of one session never delays another
+    /// session's deadline. The statement stays `Killing` until they are
+    /// served, as for any kill, so `reset` still waits for them; a panic
+    /// there is contained. A kill with nobody to serve spawns nothing, and
+    /// if no thread can be had the kill is served here.
+    fn fire_deadline(&self, id: StatementId) -> Option<Served> {
         let signal = KillSignal::MaxExecTimeExceeded;
-        let me = match self.timer {
-            Timer::Real => self.me.upgrade(),
-            Timer::Manual(_) => None,
-        };
-        let Some(me) = me else {
-            let _ = self.kill(Some(id), signal, "");
-            return;
-        };
         let won = match self
             .state
             .transition_to_killing(Some(id.generation), signal, false)
         {
             KillTransition::Won(won) => won,
-            _ => return,
+            _ => return None,
+        };
+        let Some(me) = self.me.upgrade() else {
+            // Unreachable while the timer holds an upgraded reference;
+            // publish at once rather than leave the word `Killing`.
+            let _published = PublishOnDrop(self);
+            return None;
         };
         let published = PublishOnDrop(me);
         log::kill_initiated(self.conn_id(), signal, "");
         if won.is_immune() || !won.has_subscribers() {
-            return; // nothing to serve now: published as `published` drops
+            return None; // nothing to serve now: published as `published` drops
         }
         // The guard goes to the serving thread; if no thread can be had,
         // it comes back and the kill is served here.
-        let handoff = Arc::new(std::sync::Mutex::new(Some(published)));
+        let handoff = Arc::new(Mutex::new(Some(published)));
         let theirs = Arc::clone(&handoff);
-        let spawned = std::thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("sqlkiller-deadline".into())
             .spawn(move || serve_deadline(&theirs, signal, won));
-        if spawned.is_err() {
-            serve_deadline(&handoff, signal, won);
+        match spawned {
+            Ok(serving) => Some(serving),
+            Err(_) => {
+                serve_deadline(&handoff, signal, won);
+                None
+            }
         }
     }
 }
@@ -255,11 +257,11 @@ impl Shared {
 /// Serves a deadline's kill from the guard in `handoff`, if nobody has
 /// yet, containing any panic; the guard then publishes the kill.
 fn serve_deadline(
-    handoff: &std::sync::Mutex<Option<PublishOnDrop<Arc<Shared>>>>,
+    handoff: &Mutex<Option<PublishOnDrop<Arc<Shared>>>>,
     signal: KillSignal,
     won: Snapshot,
 ) {
-    let published = handoff.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let published = lock(handoff).take();
     if let Some(published) = published {
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             published.0.serve_kill(signal, won);
@@ -276,20 +278,18 @@ fn serve_deadline(
 impl TimerClient for Shared {
     /// The timer's visit at `now`: fires a due deadline, marks a due probe,
     /// and reschedules for what is left.
-    fn on_timer(&self, now: u64) {
+    fn on_timer(&self, now: u64) -> Option<Served> {
         self.timer_sched.swap(NEVER, AcqRel);
-        if self.state.snapshot().is_closed() {
-            return; // nothing to fire, nothing to schedule again
-        }
         let generation = self.deadline_gen.load(Acquire);
         let at = self.deadline_at.load(Relaxed);
         let mut next = NEVER;
+        let mut serving = None;
         if at <= now {
             let id = StatementId {
                 killer: self.id,
                 generation,
             };
-            self.fire_deadline(id);
+            serving = self.fire_deadline(id);
         } else {
             next = at;
         }
@@ -301,5 +301,6 @@ impl TimerClient for Shared {
             next = next.min(at);
         }
         self.schedule(next);
+        serving
     }
 }
