@@ -1,9 +1,12 @@
 //! The one answer to "is this thread inside one of this killer's callbacks?", and the runner that keeps a callback's panic.
 //!
-//! Every path that runs user code enters a [`Frame`] first: a kill serving
-//! its side effects (any kill, the owner's own included: the probe's kill
-//! inside `handle_signal`, the owner's `send_kill_signal`), a cancel hook,
-//! a waker, the liveness probe, the finish function. The frames form a
+//! Every path that runs user code which may call back into a killer and
+//! wait enters a [`Frame`] first: a kill serving its side effects (any
+//! kill, the owner's own included: the probe's kill inside
+//! `handle_signal`, the owner's `send_kill_signal`), a cancel hook, a
+//! kill's waker, the liveness probe, the finish function. (User values
+//! dropped by the crate, and the wakers a `reset` wakes, run outside any
+//! frame: nothing of theirs is waited for.) The frames form a
 //! per-thread stack of (killer id, [`Kind`]), and a question is answered
 //! by searching the *whole* stack, not its top: killer A's hook may kill
 //! killer B, whose hook calls back into A; A is still being served further
@@ -68,27 +71,37 @@ pub(crate) struct Frame {
 
 impl Drop for Frame {
     fn drop(&mut self) {
-        STACK.with(|stack| stack.borrow_mut().truncate(self.depth));
+        let _ = STACK.try_with(|stack| stack.borrow_mut().truncate(self.depth));
     }
 }
 
+// Every access is a `try_with`: a killer used from another thread-local's
+// destructor, after this stack was destroyed at thread exit, finds it
+// empty (such a thread runs no callback of ours any more) instead of
+// panicking inside a destructor, which would abort.
+
 /// Enters a frame of killer `killer`, until the frame is dropped.
 pub(crate) fn enter(killer: u64, kind: Kind) -> Frame {
-    STACK.with(|stack| {
+    let depth = STACK.try_with(|stack| {
         let mut stack = stack.borrow_mut();
-        let depth = stack.len();
         stack.push((killer, kind));
-        Frame { depth }
-    })
+        stack.len() - 1
+    });
+    // Gone: a frame that marks nothing (`usize::MAX` truncates nothing).
+    Frame {
+        depth: depth.unwrap_or(usize::MAX),
+    }
 }
 
 fn inside(killer: u64, kinds: &[Kind]) -> bool {
-    STACK.with(|stack| {
-        stack
-            .borrow()
-            .iter()
-            .any(|&(id, kind)| id == killer && kinds.contains(&kind))
-    })
+    STACK
+        .try_with(|stack| {
+            stack
+                .borrow()
+                .iter()
+                .any(|&(id, kind)| id == killer && kinds.contains(&kind))
+        })
+        .unwrap_or(false)
 }
 
 /// Whether this thread is serving a kill of `killer` anywhere down its
@@ -154,6 +167,14 @@ impl Drop for FirstPanic {
         if let Some(panic) = self.0.take() {
             drop_payload(panic);
         }
+    }
+}
+
+/// Runs `f` (user code the caller must not be unwound by, e.g. a `tracing`
+/// subscriber writing a log line), containing its panic.
+pub(crate) fn contained(f: impl FnOnce()) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) {
+        drop_payload(payload);
     }
 }
 

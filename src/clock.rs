@@ -21,7 +21,11 @@
 //! says when the timer will next look at the session, and a new, earlier
 //! entry replaces the session's old one (found by its time and sequence
 //! number), so the queue is bounded by the live sessions however often
-//! deadlines move. A session that closes removes its entry at once. Arming
+//! deadlines move. The entry is recorded under the queue's lock, so two
+//! pushes for one session (the owner arming, the timer rescheduling) that
+//! reach the lock in either order still leave one entry: the earlier
+//! stays, and its visit schedules the rest. A session that closes removes
+//! its entry and is never queued again. Arming
 //! a deadline or a probe for statement g is two stores on the owner's side,
 //! `at` then `gen` (Release), then `timer_sched.fetch_min(at)`; only if that
 //! lowered it does the owner push an entry (and lock the queue). So a
@@ -48,16 +52,21 @@
 //!
 //! # Where a deadline's side effects run
 //!
-//! The kill's CAS runs on the timer, so every deadline lands on time. Its
-//! waiters and hooks run on a thread spawned for them (only when it has
-//! any): a hook is user code and may be slow or block, and on the timer
-//! thread it would delay every other session's deadline. The kill stays
+//! The kill's CAS runs on the timer, so every deadline lands on time. If
+//! the statement has a cancel hook, the kill is served (its waiters woken,
+//! its hooks run) on a thread spawned for it: a hook is user code and may
+//! be slow or block, and on the timer thread it would delay every other
+//! session's deadline. Waiters alone are woken on the timer: a waker is
+//! meant to be cheap, and the common async shape (a task awaiting a kill
+//! event) then costs no thread. The kill stays
 //! `Killing` until that thread has served it, exactly as when a `KILL`
 //! thread serves its own kill, so `reset` waits for it; the thread
 //! contains any panic. A bounded pool would let a few blocking hooks stall
-//! the rest again; a thread per served deadline costs a spawn only where a
-//! hook or waiter already cost an allocation. If no thread can be had, the
-//! timer serves the kill itself. A manual clock's `advance` joins the
+//! the rest again; a thread per hooked deadline costs a spawn only where a
+//! hook already cost an allocation. The cost is a thread per hook that is
+//! still running: a storm of deadlines whose hooks all block starts as many
+//! threads. If no thread can be had, the timer serves the kill itself, and
+//! a slow hook then delays the timer again. A manual clock's `advance` joins the
 //! threads it started, so tests stay deterministic. Model:
 //! `deadline_hook_handed_off_races_reset`; broken twin
 //! `broken_handoff_publishes_before_serving`.
@@ -75,7 +84,7 @@ use crate::loom::{lock, Condvar, Mutex};
 pub(crate) trait TimerClient: Send + Sync {
     /// The timer's visit at `now`; returns the thread serving a deadline's
     /// kill, if one was handed off.
-    fn on_timer(&self, now: u64) -> Option<Served>;
+    fn on_timer(self: Arc<Self>, now: u64) -> Option<Served>;
 }
 
 /// A thread serving a deadline's kill (its waiters and hooks).
@@ -83,6 +92,36 @@ pub(crate) type Served = crate::loom::thread::JoinHandle<()>;
 
 /// A session as the timer's queue holds it.
 pub(crate) type Session = Weak<dyn TimerClient>;
+
+/// Where a session's one entry sits in its timer's queue: the entry's
+/// time and sequence number. Read and written only under the queue's
+/// lock (atomics only so that the session is `Sync`).
+pub(crate) struct QueueRecord {
+    at: AtomicU64,
+    seq: AtomicU64,
+}
+
+/// `QueueRecord::seq` of a session that closed: nothing is queued for it again.
+const CLOSED: u64 = u64::MAX;
+
+impl QueueRecord {
+    pub(crate) fn new() -> QueueRecord {
+        QueueRecord {
+            at: AtomicU64::new(NEVER),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn key(&self) -> (u64, u64) {
+        // Relaxed: only touched under the queue's lock, which orders them.
+        (self.at.load(Relaxed), self.seq.load(Relaxed))
+    }
+
+    fn set(&self, (at, seq): (u64, u64)) {
+        self.at.store(at, Relaxed);
+        self.seq.store(seq, Relaxed);
+    }
+}
 
 /// No time: a deadline not armed, a session not scheduled.
 pub(crate) const NEVER: u64 = u64::MAX;
@@ -113,21 +152,24 @@ impl Timer {
         }
     }
 
-    /// Makes the timer look at `session` at time `at`, in place of the
-    /// session's entry for time `replaces` (its schedule before), if that
-    /// is still queued: a session has at most one entry, so the queue is
-    /// bounded by the live sessions. `seq` is the session's record of its
-    /// entry, read and written under the queue's lock.
-    pub(crate) fn push(&self, at: u64, session: Session, replaces: u64, seq: &AtomicU64) {
-        self.core().push(at, session, replaces, seq);
+    /// Makes the timer look at `session` no later than `at`. A session
+    /// has at most one entry (`record`): if it is queued and no later than
+    /// `at` it stays, else the new one replaces it. So the queue is bounded
+    /// by the live sessions, whatever order concurrent pushes for one
+    /// session take the lock in.
+    pub(crate) fn push(&self, at: u64, session: Session, record: &QueueRecord) {
+        self.core().push(at, session, record);
     }
 
-    /// Removes the session's entry for time `at`, if still queued: a
-    /// closed session's memory is freed at once, not when its deadline
-    /// would have passed.
-    pub(crate) fn forget(&self, at: u64, seq: &AtomicU64) {
-        if at != NEVER && seq.load(Relaxed) != 0 {
-            self.core().forget(at, seq);
+    /// Removes the session's entry, if queued, and queues nothing for it
+    /// again: a closed session's memory is freed at once, not when its
+    /// deadline would have passed.
+    pub(crate) fn forget(&self, record: &QueueRecord) {
+        // Never pushed: nothing is queued, and nothing can be any more (the
+        // timer queues a session again only from a visit of its entry), so
+        // the lock is not needed and the real timer need not start.
+        if record.seq.load(Relaxed) != 0 {
+            self.core().forget(record);
         }
     }
 
@@ -172,14 +214,25 @@ impl TimerCore {
         }
     }
 
-    fn push(&self, at: u64, session: Session, replaces: u64, seq: &AtomicU64) {
+    fn push(&self, at: u64, session: Session, record: &QueueRecord) {
         let mut queue = lock(&self.queue);
-        // Relaxed: `seq` is only touched under this lock.
-        let replaced = queue.entries.remove(&(replaces, seq.load(Relaxed)));
+        let old = record.key();
+        if old.1 == CLOSED {
+            return;
+        }
+        let queued = queue.entries.contains_key(&old);
+        if queued && old.0 <= at {
+            return; // the queued visit comes first; it schedules the rest
+        }
+        let replaced = if queued {
+            queue.entries.remove(&old)
+        } else {
+            None
+        };
         queue.pushed += 1;
         let key = (at, queue.pushed);
         queue.entries.insert(key, session);
-        seq.store(queue.pushed, Relaxed);
+        record.set(key);
         // Wake the timer thread only if it now has an earlier entry to sleep to.
         let earliest = queue.entries.first_key_value().map(|(&first, _)| first) == Some(key);
         drop(queue);
@@ -189,10 +242,12 @@ impl TimerCore {
         }
     }
 
-    fn forget(&self, at: u64, seq: &AtomicU64) {
+    fn forget(&self, record: &QueueRecord) {
         let removed = {
             let mut queue = lock(&self.queue);
-            queue.entries.remove(&(at, seq.swap(0, Relaxed)))
+            let removed = queue.entries.remove(&record.key());
+            record.set((NEVER, CLOSED));
+            removed
         };
         drop(removed);
     }
@@ -222,7 +277,7 @@ impl TimerCore {
             let Some(session) = due else { break };
             if let Some(session) = session.upgrade() {
                 let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    session.on_timer(now)
+                    Arc::clone(&session).on_timer(now)
                 }));
                 match served {
                     Ok(Some(thread)) if join => serving.push(thread),
@@ -396,5 +451,81 @@ mod real {
 
     pub(super) fn core() -> &'static TimerCore {
         panic!("{UNDER_LOOM}")
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Nobody;
+
+    impl TimerClient for Nobody {
+        fn on_timer(self: Arc<Self>, _now: u64) -> Option<Served> {
+            None
+        }
+    }
+
+    fn session() -> (Arc<dyn TimerClient>, Session) {
+        let strong: Arc<dyn TimerClient> = Arc::new(Nobody);
+        let weak = Arc::downgrade(&strong);
+        (strong, weak)
+    }
+
+    fn queued(core: &TimerCore) -> Vec<u64> {
+        lock(&core.queue)
+            .entries
+            .keys()
+            .map(|&(at, _)| at)
+            .collect()
+    }
+
+    #[test]
+    fn a_session_has_one_entry_whatever_order_its_pushes_take() {
+        let core = TimerCore::new();
+        let record = QueueRecord::new();
+        let (_strong, weak) = session();
+        // The owner's later push reaches the lock after the timer's earlier one.
+        core.push(10, weak.clone(), &record);
+        core.push(20, weak.clone(), &record);
+        assert_eq!(queued(&core), [10], "the earlier entry stays");
+        // An earlier push replaces a later entry.
+        core.push(5, weak.clone(), &record);
+        assert_eq!(queued(&core), [5]);
+        // Once popped, the entry is gone and a push queues a new one.
+        assert!(core.pop_due(5).0.is_some());
+        core.push(30, weak.clone(), &record);
+        assert_eq!(queued(&core), [30]);
+    }
+
+    #[test]
+    fn a_forgotten_session_leaves_the_queue_and_is_never_queued_again() {
+        let core = TimerCore::new();
+        let (record, other) = (QueueRecord::new(), QueueRecord::new());
+        let (_strong, weak) = session();
+        core.push(10, weak.clone(), &record);
+        core.push(15, weak.clone(), &other);
+        core.forget(&record);
+        assert_eq!(
+            queued(&core),
+            [15],
+            "only the other session's entry is left"
+        );
+        core.push(5, weak, &record);
+        assert_eq!(queued(&core), [15], "a closed session is not queued again");
+    }
+
+    #[test]
+    fn popping_says_whether_another_entry_is_due() {
+        let core = TimerCore::new();
+        let (a, b) = (QueueRecord::new(), QueueRecord::new());
+        let (_strong, weak) = session();
+        core.push(10, weak.clone(), &a);
+        core.push(20, weak, &b);
+        let (first, more) = core.pop_due(20);
+        assert!(first.is_some() && more);
+        let (second, more) = core.pop_due(20);
+        assert!(second.is_some() && !more);
+        assert!(core.pop_due(u64::MAX - 1).0.is_none());
     }
 }

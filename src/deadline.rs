@@ -16,9 +16,11 @@ impl SqlKiller {
     ///
     /// The kill comes from the timer thread, as
     /// [`kill_statement`](SqlKiller::kill_statement) of that statement: it
-    /// runs the cancel hook and wakes the waiters even if the owner is
+    /// wakes the waiters and runs the cancel hook even if the owner is
     /// blocked and makes no checkpoint, and it can never kill another
-    /// statement. Arming costs each statement a clock read, two stores and
+    /// statement. The hook runs on a thread started for that kill, so a
+    /// slow hook delays no other session's deadline (`reset` still waits
+    /// for it); its panic is contained there. Arming costs each statement a clock read, two stores and
     /// one atomic RMW in `reset`, and no lock.
     ///
     /// ```

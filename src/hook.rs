@@ -42,7 +42,10 @@ impl SqlKiller {
     /// late kill.
     ///
     /// The hook runs exactly once if and only if its statement is killed:
-    /// on the killing thread, while the kill is being published; or right
+    /// on the killing thread, while the kill is being published (for a
+    /// statement deadline's kill, on a thread started for it, so that a
+    /// slow hook delays no other session's deadline; a panic there is
+    /// contained); or right
     /// here, if the kill won before the hook was installed (TiDB PR #70608
     /// lost exactly that case). It never runs after the `reset` that ends
     /// the statement has returned, and no lock of the killer is held while

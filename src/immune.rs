@@ -33,7 +33,8 @@ use crate::SqlKiller;
 /// `Send`: an async session may hold it across the COMMIT's `.await`, and
 /// the owner task may resume on another thread. The section's depth is
 /// owner-local state: only the owner's operations touch it, and the
-/// executor's hand-off orders them (see [`SqlKiller`]'s docs).
+/// executor's hand-off orders them (see "One owner at a time" on
+/// [`SqlKiller`]).
 ///
 /// ```
 /// fn assert_send<T: Send>(_: &T) {}

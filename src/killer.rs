@@ -25,6 +25,21 @@ use crate::{KillError, KillHandle, KillOutcome, KillPhase, KillSignal, ManualClo
 /// is dropped un-run), and from then on every kill through a handle is
 /// [`KillOutcome::Stale`] and every new kill event completes at once.
 ///
+/// # One owner at a time
+///
+/// The owner's operations (`handle_signal`, `reset`, `kill_immune`, the
+/// session settings) keep a little owner-local state (the depth of
+/// kill-immune sections, the deadlines), in atomics only so that
+/// `SqlKiller` can be `Sync` and a guard `Send`. An async owner that
+/// moves between threads is fine: the executor's hand-off (a queue with
+/// Release and Acquire, as every executor has) orders its operations.
+/// Calling them from two threads at once is a misuse that `Sync` cannot
+/// rule out; it stays harmless: memory-safe, no panic, and the session
+/// settles (the section depth never wraps, and `is_kill_immune` is false
+/// once every guard is gone). But two sections that overlap in time on two
+/// threads are not guaranteed kill-immune while they overlap, and deadlines
+/// follow whichever `reset` came last.
+///
 /// [`handle_signal`]: SqlKiller::handle_signal
 /// [`reset`]: SqlKiller::reset
 /// [`WaitOutcome::Reset`]: crate::WaitOutcome::Reset
@@ -70,7 +85,8 @@ impl SqlKiller {
     /// A killer at its first statement, not killed, connection id 0.
     ///
     /// Allocates once: the block that the owner and its handles share
-    /// (about 300 bytes). Per-statement operations allocate nothing.
+    /// (384 bytes on x86_64: the state word has a 128-byte cache line to
+    /// itself). Per-statement operations allocate nothing.
     pub fn new() -> SqlKiller {
         SqlKiller {
             shared: Shared::new(Timer::Real),

@@ -7,8 +7,8 @@
 //! [`SqlKiller::reset`] at every statement boundary.
 //!
 //! The whole kill state — statement generation, phase, signal — lives in one
-//! atomic word, so every transition is a single CAS and no reader sees a torn
-//! state:
+//! atomic word, so every transition is a single read-modify-write and no
+//! reader sees a torn state:
 //!
 //! ```text
 //! Idle(g) --kill--> Killing(g, s) --side effects published--> Killed(g, s)

@@ -70,7 +70,9 @@
 //! # Deadlock safety
 //!
 //! There are two kinds of lock: each killer's side-table lock, and each
-//! timer's queue lock (`clock.rs`). They never nest: the timer takes due
+//! timer's queue lock (`clock.rs`); a deadline's hand-off slot
+//! (`engine/timing.rs`) is a third, held only to move the kill's publish
+//! guard between two threads, around nothing else. They never nest: the timer takes due
 //! entries out of its queue, drops the queue lock, and only then serves
 //! the sessions (which may take their side-table locks); arming a deadline
 //! takes the queue lock while holding no side-table lock. No user code runs

@@ -59,10 +59,10 @@ impl Shared {
 
     /// Takes the outcome if there is one, else installs the wake-up.
     ///
-    /// A task's waker is user code in every method (`clone`, `will_wake`,
-    /// `drop`), so none of them runs under the lock: the old wake-up is
-    /// taken out, compared and cloned outside, and the result put back. A
-    /// kill meanwhile completes the entry, which the second look reports.
+    /// No user code runs under the lock: a task's new waker is cloned
+    /// outside it, and every replaced waker is dropped outside it.
+    /// (`Waker::will_wake` compares two pointers and runs none.) A kill
+    /// between the two looks completes the entry, which the second reports.
     pub(crate) fn poll_event(
         &self,
         registration: &mut Registration,
@@ -71,67 +71,66 @@ impl Shared {
         if registration.outcome.is_some() {
             return registration.outcome;
         }
-        let old = match self.take_wake(registration, !matches!(register, Register::Keep)) {
-            Ok(old) => old,
-            Err(outcome) => return Some(outcome),
-        };
-        let wake = match register {
-            Register::Keep => return None,
-            Register::Thread => {
-                drop(old);
-                Wake::Thread(thread::current())
-            }
-            // The same task polling again: keep its waker (no clone).
-            Register::Task(waker) => match old {
-                Wake::Task(current) if current.will_wake(waker) => Wake::Task(current),
-                old => {
+        let waker = {
+            let mut side = lock(&self.side);
+            let (table, index) = match self.pending(&mut side, registration) {
+                Ok(found) => found,
+                Err(outcome) => return Some(outcome),
+            };
+            let slot = &mut table.waiters[index].wake;
+            match register {
+                Register::Keep => return None,
+                Register::Thread => {
+                    let old = std::mem::replace(slot, Wake::Thread(thread::current()));
+                    drop(side);
                     drop(old);
-                    Wake::Task(waker.clone())
+                    return None;
                 }
-            },
+                // The same task polling again: keep its waker.
+                Register::Task(waker) => match slot {
+                    Wake::Task(current) if current.will_wake(waker) => return None,
+                    _ => waker,
+                },
+            }
         };
+        let wake = Wake::Task(waker.clone());
         let mut side = lock(&self.side);
-        let table = table(&mut side);
+        let (table, index) = match self.pending(&mut side, registration) {
+            Ok(found) => found,
+            Err(outcome) => {
+                drop(side);
+                drop(wake);
+                return Some(outcome);
+            }
+        };
+        let old = std::mem::replace(&mut table.waiters[index].wake, wake);
+        drop(side);
+        drop(old);
+        None
+    }
+
+    /// The registration's entry, still pending (`Ok`: the table and its
+    /// index), or its outcome (`Err`: the entry has left the table).
+    fn pending<'g>(
+        &self,
+        side: &'g mut super::SideGuard<'_>,
+        registration: &mut Registration,
+    ) -> Result<(&'g mut crate::table::SideTable, usize), WaitOutcome> {
+        let table = table(side);
         let index = table
             .waiter(registration.id)
             .expect("a kill event without an outcome stays registered");
         match table.waiters[index].outcome {
+            None => Ok((table, index)),
             Some(outcome) => {
                 let done = table.waiters.swap_remove(index);
-                drop(side);
-                drop(done);
-                drop(wake);
                 registration.outcome = Some(outcome);
-                Some(outcome)
-            }
-            None => {
-                table.waiters[index].wake = wake; // it held `Nobody`
-                None
+                // The waker of a completed entry was taken by whoever
+                // completed it (`Nobody` is left): dropping it runs nothing.
+                drop(done);
+                Err(outcome)
             }
         }
-    }
-
-    /// The entry's outcome if it has one (`Err`, the entry then leaves the
-    /// table), else its wake-up, taken out (`Nobody` left in its place)
-    /// if `take`.
-    fn take_wake(&self, registration: &mut Registration, take: bool) -> Result<Wake, WaitOutcome> {
-        let mut side = lock(&self.side);
-        let table = table(&mut side);
-        let index = table
-            .waiter(registration.id)
-            .expect("a kill event without an outcome stays registered");
-        if let Some(outcome) = table.waiters[index].outcome {
-            let done = table.waiters.swap_remove(index);
-            drop(side);
-            drop(done);
-            registration.outcome = Some(outcome);
-            return Err(outcome);
-        }
-        Ok(if take {
-            std::mem::replace(&mut table.waiters[index].wake, Wake::Nobody)
-        } else {
-            Wake::Nobody
-        })
     }
 
     /// Blocks until the outcome is known or `deadline` passes (`None`: no

@@ -22,10 +22,10 @@ mod reset;
 mod serve;
 mod timing;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crate::callback;
-use crate::clock::{nanos, Timer, NEVER};
+use crate::clock::{nanos, QueueRecord, Timer, NEVER};
 use crate::log;
 use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use crate::loom::{lock, Condvar, Mutex, MutexGuard};
@@ -55,8 +55,6 @@ pub(crate) struct Shared {
     progress: Condvar,
     /// This session's clock and timer (`clock.rs`).
     timer: Timer,
-    /// A weak reference to this block, for the timer's queue.
-    me: Weak<Shared>,
     /// The current statement's deadline and its generation (`timing.rs`):
     /// written by the owner, `at` then `gen`; read by the timer.
     deadline_at: AtomicU64,
@@ -66,21 +64,17 @@ pub(crate) struct Shared {
     probe_gen: AtomicU64,
     /// When the timer will next look at this session (`NEVER`: it will not).
     timer_sched: AtomicU64,
-    /// The sequence number of this session's entry in the timer's queue
-    /// (0: none), touched only under the queue's lock (`clock.rs`).
-    timer_seq: AtomicU64,
+    /// This session's one entry in the timer's queue (`clock.rs`).
+    timer_entry: QueueRecord,
     /// Owner-local: `max_execution_time` in nanoseconds, 0 for none.
     max_exec: AtomicU64,
     /// The probe interval in nanoseconds (0: at every checkpoint).
     probe_interval: AtomicU64,
-    /// Owner-local: a deadline or probe was ever armed, so the end of a
-    /// statement must arm or disarm the next one's (one load when never).
-    timed: AtomicBool,
     /// Owner-local: nesting depth of kill-immune guards.
     immune_depth: AtomicU32,
 }
 
-// Owner-local state. `immune_depth`, `max_exec` and `timed` belong to the
+// Owner-local state. `immune_depth` and `max_exec` belong to the
 // owner: only `SqlKiller`'s methods write them. They are atomics (Relaxed)
 // only so that `SqlKiller` can be `Sync` and a `KillImmuneGuard` `Send`.
 // When the owner is an async task that moves to another thread between two
@@ -102,7 +96,7 @@ fn table<'a>(side: &'a mut SideGuard<'_>) -> &'a mut SideTable {
 
 impl Shared {
     pub(crate) fn new(timer: Timer) -> Arc<Shared> {
-        Arc::new_cyclic(|me| Shared {
+        Arc::new(Shared {
             state: StateCell::new(),
             id: NEXT_KILLER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             conn_id: AtomicU64::new(0),
@@ -110,16 +104,14 @@ impl Shared {
             side: Mutex::new(None),
             progress: Condvar::new(),
             timer,
-            me: me.clone(),
             deadline_at: AtomicU64::new(NEVER),
             deadline_gen: AtomicU64::new(0),
             probe_at: AtomicU64::new(NEVER),
             probe_gen: AtomicU64::new(0),
             timer_sched: AtomicU64::new(NEVER),
-            timer_seq: AtomicU64::new(0),
+            timer_entry: QueueRecord::new(),
             max_exec: AtomicU64::new(0),
             probe_interval: AtomicU64::new(nanos(DEFAULT_PROBE_INTERVAL)),
-            timed: AtomicBool::new(false),
             immune_depth: AtomicU32::new(0),
         })
     }
@@ -158,7 +150,8 @@ impl Shared {
             table.reason.push_str(reason);
         }
         drop(side);
-        log::kill_initiated(self.conn_id(), signal, reason);
+        // A log subscriber is user code: its panic must not skip the serving.
+        callback::contained(|| log::kill_initiated(self.conn_id(), signal, reason));
         // Inside a kill-immune section the waiters and hook wait for the
         // section's end (I9); otherwise this kill serves them.
         if !won.is_immune() {
@@ -199,7 +192,7 @@ impl Shared {
 
     /// The owner's checkpoint.
     #[inline(always)]
-    pub(crate) fn handle_signal(&self) -> Result<(), KillError> {
+    pub(crate) fn handle_signal(self: &Arc<Self>) -> Result<(), KillError> {
         let state = self.state.load_for_check();
         if state.is_quiet() {
             return Ok(());
@@ -212,7 +205,7 @@ impl Shared {
 
     #[cold]
     #[inline(never)]
-    fn handle_signal_slow(&self, state: Snapshot) -> Result<(), KillError> {
+    fn handle_signal_slow(self: &Arc<Self>, state: Snapshot) -> Result<(), KillError> {
         self.state.acquire();
         let state = if state.probe_due() {
             self.run_due_probe(state)

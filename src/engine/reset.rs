@@ -24,6 +24,8 @@
 //! it (`callback.rs`): `reset` panics there, and the drop closes the
 //! session without waiting.
 
+use std::sync::Arc;
+
 use super::{table, Shared};
 use crate::callback::{self, FirstPanic, WAIT_FROM_OWN_CALLBACK};
 use crate::log;
@@ -33,7 +35,7 @@ use crate::table::Leftovers;
 use crate::KillSignal;
 
 impl Shared {
-    pub(crate) fn reset(&self) -> Option<KillSignal> {
+    pub(crate) fn reset(self: &Arc<Self>) -> Option<KillSignal> {
         let (cleared, panics) = self.end_statement(false);
         panics.resume();
         cleared
@@ -48,7 +50,7 @@ impl Shared {
     /// function and the liveness probe are dropped (so one that captured
     /// this session's own `KillHandle` is no reference cycle), and its
     /// entry leaves the timer's queue.
-    pub(crate) fn close(&self) {
+    pub(crate) fn close(self: &Arc<Self>) {
         let (_cleared, panics) = self.end_statement(true);
         panics.contain();
         let (finish, probe) = {
@@ -72,7 +74,7 @@ impl Shared {
     /// Ends the current statement: `reset`, or with `close` the owner's
     /// drop. Returns the cleared signal and the first panic of user code
     /// run on the way, for the caller to resume or contain.
-    fn end_statement(&self, close: bool) -> (Option<KillSignal>, FirstPanic) {
+    fn end_statement(self: &Arc<Self>, close: bool) -> (Option<KillSignal>, FirstPanic) {
         // The common case first: nothing touched the statement since the
         // last one ended, so the word still equals the owner's hint and one
         // CAS ends it. A failed CAS returns the word, where the loop starts.
@@ -155,25 +157,29 @@ impl Shared {
         panics
     }
 
-    /// After the CAS that ended generation `ended`: arms the next
-    /// statement's deadline and probe (unless the session `closed`), logs, then releases what the
-    /// generation left (user code: wakers, the hooks' drops).
+    /// After the CAS that ended generation `ended`: releases what the
+    /// generation left (user code: wakers, the hooks' drops), then arms the
+    /// next statement's deadline and probe (unless the session `closed`)
+    /// and logs.
     fn finish_statement(
-        &self,
+        self: &Arc<Self>,
         ended: Snapshot,
         closed: bool,
         leftovers: Option<Leftovers>,
         mut panics: FirstPanic,
     ) -> (Option<KillSignal>, FirstPanic) {
+        // The old statement's waiters and hooks first: nothing after may
+        // keep them from being released.
+        if let Some(leftovers) = leftovers {
+            self.release(leftovers, &mut panics);
+        }
         if !closed {
-            self.arm_next_statement(ended);
+            // (Can panic only if the timer thread cannot start.)
+            panics.run(|| self.arm_next_statement(ended));
         }
         let cleared = ended.signal();
         if let Some(signal) = cleared {
-            log::kill_finished(self.conn_id(), signal);
-        }
-        if let Some(leftovers) = leftovers {
-            self.release(leftovers, &mut panics);
+            callback::contained(|| log::kill_finished(self.conn_id(), signal));
         }
         (cleared, panics)
     }

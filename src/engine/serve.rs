@@ -107,9 +107,10 @@ impl Shared {
         }
         // An RMW, although only the owner counts: owner operations called
         // from two threads at once (a misuse `Sync` cannot rule out) then
-        // still pair every enter with one leave, the count never wraps,
-        // and the last guard to leave clears `IMMUNE` after the first to
-        // enter set it.
+        // still pair every enter with one leave and the count never wraps;
+        // every thread that sets `IMMUNE` clears it after, so it is clear
+        // once every guard is gone. (Sections that overlap on two threads
+        // may run without `IMMUNE` meanwhile: see `SqlKiller`'s docs.)
         let depth = self.immune_depth.fetch_add(1, Relaxed);
         if depth == 0 {
             let prev = self.state.enter_section();

@@ -20,12 +20,9 @@ impl Shared {
         self.timer.now()
     }
 
-    pub(crate) fn set_max_execution_time(&self, limit: Option<Duration>) {
+    pub(crate) fn set_max_execution_time(self: &Arc<Self>, limit: Option<Duration>) {
         let limit = limit.map_or(0, nanos);
         self.max_exec.store(limit, Relaxed);
-        if limit != 0 {
-            self.timed.store(true, Relaxed);
-        }
     }
 
     pub(crate) fn max_execution_time(&self) -> Option<Duration> {
@@ -37,8 +34,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn set_statement_timeout(&self, timeout: Duration) {
-        self.timed.store(true, Relaxed);
+    pub(crate) fn set_statement_timeout(self: &Arc<Self>, timeout: Duration) {
         let at = self.now().saturating_add(nanos(timeout));
         self.arm_deadline(self.state.snapshot().generation(), at);
     }
@@ -47,19 +43,18 @@ impl Shared {
     /// queue holds no reference to it (not even a weak one) until a
     /// deadline it will never need.
     pub(super) fn leave_timer(&self) {
-        self.timer
-            .forget(self.timer_sched.swap(NEVER, AcqRel), &self.timer_seq);
+        self.timer.forget(&self.timer_entry);
     }
 
     /// Called after the CAS that ended `ended`: arms the new statement's
     /// deadline (or leaves the old one to fire `Stale`) and starts its
     /// first probe interval. One load when no deadline or probe was ever used.
-    pub(super) fn arm_next_statement(&self, ended: Snapshot) {
-        if !self.timed.load(Relaxed) {
-            return;
+    pub(super) fn arm_next_statement(self: &Arc<Self>, ended: Snapshot) {
+        let limit = self.max_exec.load(Relaxed);
+        if limit == 0 && !ended.has_probe() {
+            return; // nothing to arm: two owner-local reads
         }
         let next = ended.next_generation();
-        let limit = self.max_exec.load(Relaxed);
         if limit != 0 {
             let at = self.now().saturating_add(limit);
             self.arm_deadline(next.generation(), at);
@@ -74,7 +69,7 @@ impl Shared {
 
     /// Arms statement `generation`'s deadline at `at` (`NEVER`: none).
     /// Owner only, while that statement is current.
-    fn arm_deadline(&self, generation: u64, at: u64) {
+    fn arm_deadline(self: &Arc<Self>, generation: u64, at: u64) {
         // `at` before `gen`: a timer that reads this `gen` reads this `at`
         // or a later statement's (see `clock.rs`).
         self.deadline_at.store(at, Relaxed);
@@ -83,26 +78,26 @@ impl Shared {
     }
 
     /// Arms statement `generation`'s next probe at `at`. Owner only.
-    fn arm_probe(&self, generation: u64, at: u64) {
+    fn arm_probe(self: &Arc<Self>, generation: u64, at: u64) {
         self.probe_at.store(at, Relaxed);
         self.probe_gen.store(generation, Release);
         self.schedule(at);
     }
 
     /// Makes sure the timer looks at this session no later than `at`.
-    fn schedule(&self, at: u64) {
+    fn schedule(self: &Arc<Self>, at: u64) {
         if at == NEVER {
             return;
         }
         // An RMW, ordered with the timer's `swap` (`clock.rs`).
-        let before = self.timer_sched.fetch_min(at, AcqRel);
-        if before > at {
+        if self.timer_sched.fetch_min(at, AcqRel) > at {
+            let session: Arc<dyn TimerClient> = Arc::clone(self) as _;
             self.timer
-                .push(at, self.me.clone(), before, &self.timer_seq);
+                .push(at, Arc::downgrade(&session), &self.timer_entry);
         }
     }
 
-    pub(crate) fn set_connection_alive_probe(&self, probe: Probe) -> ProbeId {
+    pub(crate) fn set_connection_alive_probe(self: &Arc<Self>, probe: Probe) -> ProbeId {
         let (replaced, id) = {
             let mut side = lock(&self.side);
             let (id, replaced) = table(&mut side).probe.install(probe);
@@ -110,7 +105,6 @@ impl Shared {
             self.state.set_probe();
             (replaced, id)
         };
-        self.timed.store(true, Relaxed);
         self.restart_probe_interval(self.state.snapshot());
         drop(replaced);
         id
@@ -143,7 +137,7 @@ impl Shared {
         removed
     }
 
-    pub(crate) fn set_probe_interval(&self, interval: Duration) {
+    pub(crate) fn set_probe_interval(self: &Arc<Self>, interval: Duration) {
         self.probe_interval.store(nanos(interval), Relaxed);
         let state = self.state.snapshot();
         if state.has_probe() {
@@ -154,7 +148,7 @@ impl Shared {
     /// Starts a probe interval for the statement of `state`: with interval
     /// zero the probe is due at once (and stays due); otherwise the timer
     /// marks it due one interval from now.
-    fn restart_probe_interval(&self, state: Snapshot) {
+    fn restart_probe_interval(self: &Arc<Self>, state: Snapshot) {
         let interval = self.probe_interval.load(Relaxed);
         if interval == 0 {
             self.state.set_probe_due();
@@ -176,7 +170,7 @@ impl Shared {
     /// The checkpoint's probe step (owner, probe due): starts the next
     /// interval, runs the probe, returns the state to act on.
     #[cold]
-    pub(super) fn run_due_probe(&self, state: Snapshot) -> Snapshot {
+    pub(super) fn run_due_probe(self: &Arc<Self>, state: Snapshot) -> Snapshot {
         if state.signal().is_some() {
             return state; // killed already: report that, probe later
         }
@@ -210,14 +204,15 @@ impl Shared {
 
 impl Shared {
     /// A deadline fell due: kills statement `id` (targeted: `Stale` if it
-    /// has ended). The kill lands here, on the timer's thread, but its
-    /// waiters and hooks are served on a thread of their own (returned),
-    /// so a slow or blocking hook of one session never delays another
-    /// session's deadline. The statement stays `Killing` until they are
-    /// served, as for any kill, so `reset` still waits for them; a panic
-    /// there is contained. A kill with nobody to serve spawns nothing, and
-    /// if no thread can be had the kill is served here.
-    fn fire_deadline(&self, id: StatementId) -> Option<Served> {
+    /// has ended). The kill lands here, on the timer's thread. If the
+    /// statement has a cancel hook, the kill is served (waiters woken, the
+    /// hook run) on a thread of its own (returned), so a slow or blocking
+    /// hook of one session never delays another session's deadline; the
+    /// statement stays `Killing` until then, as for any kill, so `reset`
+    /// still waits for it; a panic there is contained. Waiters alone are
+    /// woken here (wakers are cheap); if no thread can be had, the kill is
+    /// served here too.
+    fn fire_deadline(self: &Arc<Self>, id: StatementId) -> Option<Served> {
         let signal = KillSignal::MaxExecTimeExceeded;
         let won = match self
             .state
@@ -226,16 +221,16 @@ impl Shared {
             KillTransition::Won(won) => won,
             _ => return None,
         };
-        let Some(me) = self.me.upgrade() else {
-            // Unreachable while the timer holds an upgraded reference;
-            // publish at once rather than leave the word `Killing`.
-            let _published = PublishOnDrop(self);
-            return None;
-        };
-        let published = PublishOnDrop(me);
-        log::kill_initiated(self.conn_id(), signal, "");
+        let published = PublishOnDrop(Arc::clone(self));
+        callback::contained(|| log::kill_initiated(self.conn_id(), signal, ""));
         if won.is_immune() || !won.has_subscribers() {
             return None; // nothing to serve now: published as `published` drops
+        }
+        if !won.has_hook() {
+            // Waiters only: a waker is meant to be cheap (`Waker::wake`'s
+            // contract), so they are woken here, with no thread to start.
+            serve_deadline(&Mutex::new(Some(published)), signal, won);
+            return None;
         }
         // The guard goes to the serving thread; if no thread can be had,
         // it comes back and the kill is served here.
@@ -278,7 +273,7 @@ fn serve_deadline(
 impl TimerClient for Shared {
     /// The timer's visit at `now`: fires a due deadline, marks a due probe,
     /// and reschedules for what is left.
-    fn on_timer(&self, now: u64) -> Option<Served> {
+    fn on_timer(self: Arc<Self>, now: u64) -> Option<Served> {
         self.timer_sched.swap(NEVER, AcqRel);
         let generation = self.deadline_gen.load(Acquire);
         let at = self.deadline_at.load(Relaxed);
