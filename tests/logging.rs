@@ -67,3 +67,45 @@ fn kills_and_resets_are_logged_with_the_connection_id() {
         ]
     );
 }
+
+/// A log subscriber is user code too: one that panics on every event
+/// neither skips the kill's wake-ups and hook nor escapes `reset`.
+#[test]
+fn a_panicking_log_subscriber_skips_no_wake_up_hook_or_reset() {
+    struct Panicking;
+    impl Subscriber for Panicking {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {
+            panic!("the log subscriber failed");
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    tracing::subscriber::with_default(Panicking, || {
+        let killer = SqlKiller::new();
+        let ran = Arc::new(Mutex::new(false));
+        let r = Arc::clone(&ran);
+        let _ = killer.set_cancel_hook(move || *r.lock().unwrap() = true);
+        let mut event = killer.kill_event();
+        assert_eq!(
+            killer.send_kill_signal(KillSignal::QueryInterrupted),
+            sqlkiller::KillOutcome::Sent
+        );
+        assert!(
+            *ran.lock().unwrap(),
+            "the hook ran despite the log line's panic"
+        );
+        assert_eq!(
+            event.try_outcome(),
+            Some(sqlkiller::WaitOutcome::Killed(KillSignal::QueryInterrupted))
+        );
+        assert_eq!(killer.reset(), Some(KillSignal::QueryInterrupted));
+    });
+}

@@ -17,7 +17,7 @@ mod support;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
@@ -577,4 +577,50 @@ fn finish_functions_that_finish_each_other_refuse_the_reentry() {
         a.clear_finish_func().unwrap();
         b.clear_finish_func().unwrap();
     });
+}
+
+/// A session killed from another thread-local's destructor, at thread
+/// exit, after the crate's own per-thread state may already be gone: the
+/// kill is served (its hook runs) and nothing panics inside a destructor,
+/// which would abort (child process).
+#[test]
+fn a_kill_from_a_thread_local_destructor_at_thread_exit_does_not_abort() {
+    support::in_child_process(
+        "a_kill_from_a_thread_local_destructor_at_thread_exit_does_not_abort",
+        Duration::from_secs(20),
+        || {
+            struct KillOnExit(Option<(SqlKiller, Arc<AtomicUsize>)>);
+            impl Drop for KillOnExit {
+                fn drop(&mut self) {
+                    if let Some((killer, ran)) = self.0.take() {
+                        let r = Arc::clone(&ran);
+                        let _ = killer.set_cancel_hook(move || {
+                            r.fetch_add(1, SeqCst);
+                        });
+                        let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
+                        assert_eq!(ran.load(SeqCst), 1, "the hook ran");
+                        drop(killer);
+                    }
+                }
+            }
+            thread_local! {
+                static ON_EXIT: std::cell::RefCell<KillOnExit> =
+                    const { std::cell::RefCell::new(KillOnExit(None)) };
+            }
+            let ran = Arc::new(AtomicUsize::new(0));
+            let r = Arc::clone(&ran);
+            std::thread::spawn(move || {
+                // This thread-local first, so that it is destroyed after...
+                ON_EXIT.with(|slot| slot.borrow_mut().0 = Some((SqlKiller::new(), r)));
+                // ...the crate's per-thread state, first touched here (a
+                // hook run at install enters a frame).
+                let other = SqlKiller::new();
+                let _ = other.send_kill_signal(KillSignal::QueryInterrupted);
+                let _ = other.set_cancel_hook(|| {});
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert_eq!(ran.load(SeqCst), 1);
+        },
+    );
 }
