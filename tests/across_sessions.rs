@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use sqlkiller::{
     HookStatus, KillError, KillSignal, ManualClock, OwnedKillEvent, SqlKiller, WaitOutcome,
 };
-use support::{in_child_process, panic_message, within};
+use support::{in_child_process, panic_message, register_waker, within};
 
 /// A panic payload whose own `Drop` panics.
 struct PanicsWhenDropped;
@@ -41,24 +41,6 @@ impl Drop for DropPanicsWithBadPayload {
     fn drop(&mut self) {
         panic_any(PanicsWhenDropped);
     }
-}
-
-/// A waker that runs its function when woken, as an executor's waker
-/// schedules its task.
-struct OnWake<F>(F);
-
-impl<F: Fn() + Send + Sync + 'static> Wake for OnWake<F> {
-    fn wake(self: Arc<Self>) {
-        (self.0)()
-    }
-}
-
-/// Registers `event` with a waker that runs `wake`: polls it once, while
-/// its statement is neither killed nor ended.
-fn register_waker(event: &mut OwnedKillEvent, wake: impl Fn() + Send + Sync + 'static) {
-    let waker = Waker::from(Arc::new(OnWake(wake)));
-    let polled = Pin::new(event).poll(&mut Context::from_waker(&waker));
-    assert_eq!(polled, Poll::Pending);
 }
 
 /// Polls `until` every millisecond for at most `limit`; whether it held.

@@ -9,9 +9,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-/// Keeps every event as "message key=value ...".
+/// Keeps every event as "message key=value ...", or panics on every event.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
+struct Capture {
+    lines: Arc<Mutex<Vec<String>>>,
+    panics: bool,
+}
 
 struct Line(String);
 
@@ -35,9 +38,10 @@ impl Subscriber for Capture {
     fn record(&self, _: &Id, _: &Record<'_>) {}
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
+        assert!(!self.panics, "the log subscriber failed");
         let mut line = Line(String::new());
         event.record(&mut line);
-        self.0
+        self.lines
             .lock()
             .unwrap()
             .push(format!("{} {}", event.metadata().level(), line.0));
@@ -49,7 +53,7 @@ impl Subscriber for Capture {
 #[test]
 fn kills_and_resets_are_logged_with_the_connection_id() {
     let capture = Capture::default();
-    let lines = Arc::clone(&capture.0);
+    let lines = Arc::clone(&capture.lines);
     tracing::subscriber::with_default(capture, || {
         let killer = SqlKiller::new();
         killer.set_conn_id(77);
@@ -72,23 +76,11 @@ fn kills_and_resets_are_logged_with_the_connection_id() {
 /// neither skips the kill's wake-ups and hook nor escapes `reset`.
 #[test]
 fn a_panicking_log_subscriber_skips_no_wake_up_hook_or_reset() {
-    struct Panicking;
-    impl Subscriber for Panicking {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, _: &Event<'_>) {
-            panic!("the log subscriber failed");
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
-    tracing::subscriber::with_default(Panicking, || {
+    let panicking = Capture {
+        panics: true,
+        ..Capture::default()
+    };
+    tracing::subscriber::with_default(panicking, || {
         let killer = SqlKiller::new();
         let ran = Arc::new(Mutex::new(false));
         let r = Arc::clone(&ran);

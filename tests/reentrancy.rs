@@ -14,20 +14,17 @@
 
 mod support;
 
-use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
 use sqlkiller::{
     FinishError, HookStatus, KillError, KillHandle, KillOutcome, KillSignal, ManualClock,
-    OwnedKillEvent, SqlKiller, WaitOutcome,
+    SqlKiller, WaitOutcome,
 };
-use support::{in_child_process, panic_message, within};
+use support::{in_child_process, panic_message, register_waker, within};
 
 use KillSignal::*;
 
@@ -78,24 +75,6 @@ fn resets_and_reports(
             resume_unwind(panic);
         }
     }
-}
-
-/// A waker that runs `wake` when woken, as an executor's waker schedules
-/// its task.
-struct OnWake<F>(F);
-
-impl<F: Fn() + Send + Sync + 'static> Wake for OnWake<F> {
-    fn wake(self: Arc<Self>) {
-        (self.0)()
-    }
-}
-
-/// Registers `event` with a waker that runs `wake`: polls it once, while
-/// its statement is neither killed nor ended.
-fn register_waker(event: &mut OwnedKillEvent, wake: impl Fn() + Send + Sync + 'static) {
-    let waker = Waker::from(Arc::new(OnWake(wake)));
-    let polled = Pin::new(event).poll(&mut Context::from_waker(&waker));
-    assert_eq!(polled, Poll::Pending);
 }
 
 /// Joins `thread`, failing with its panic's message if it panicked.

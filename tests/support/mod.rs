@@ -158,3 +158,25 @@ pub fn cpu_ticks(task: &Path) -> Option<u64> {
 pub fn thread_cpu_ticks() -> Option<u64> {
     cpu_ticks(Path::new("/proc/thread-self"))
 }
+
+/// A waker that runs its function when woken, as an executor's waker
+/// schedules its task.
+pub struct OnWake<F>(pub F);
+
+impl<F: Fn() + Send + Sync + 'static> std::task::Wake for OnWake<F> {
+    fn wake(self: std::sync::Arc<Self>) {
+        (self.0)()
+    }
+}
+
+/// Registers `event` with a waker that runs `wake`: polls it once, while
+/// its statement is neither killed nor ended.
+pub fn register_waker(
+    event: &mut sqlkiller::OwnedKillEvent,
+    wake: impl Fn() + Send + Sync + 'static,
+) {
+    use std::future::Future;
+    let waker = std::task::Waker::from(std::sync::Arc::new(OnWake(wake)));
+    let polled = std::pin::Pin::new(event).poll(&mut std::task::Context::from_waker(&waker));
+    assert_eq!(polled, std::task::Poll::Pending);
+}
