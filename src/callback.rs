@@ -27,7 +27,7 @@
 //! is named by its id (`StatementId` carries the same one).
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::loom::thread_local;
@@ -54,12 +54,30 @@ pub(crate) enum Kind {
     Finish,
 }
 
+/// Frames kept where they are always reachable; deeper ones spill over.
+const NEAR: usize = 32;
+/// An unused slot (a `const` item so that the array can repeat it: each
+/// slot is its own `Cell`).
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Cell<(u64, Kind)> = Cell::new((0, Kind::Kill));
+
+// No `const { }` initializers: loom's `thread_local!` does not take them.
 thread_local! {
-    /// This thread's frames, innermost last. Allocated on the first
-    /// callback a thread runs, kept for the thread's life.
-    // No `const { }` initializer: loom's `thread_local!` does not take one.
+    /// How many frames this thread is in.
     #[allow(clippy::missing_const_for_thread_local)]
-    static STACK: RefCell<Vec<(u64, Kind)>> = RefCell::new(Vec::new());
+    static DEPTH: Cell<usize> = Cell::new(0);
+    /// The innermost `NEAR` frames' outer part: frame `i` is slot `i`.
+    /// Plain `Cell`s, with no destructor, so they stay readable while the
+    /// thread's other thread-locals are destroyed at its exit: a killer
+    /// used from such a destructor (a session kept in a thread-local) still
+    /// finds its frames, and its rule still holds.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static FRAMES: [Cell<(u64, Kind)>; NEAR] = [EMPTY; NEAR];
+    /// Frames from `NEAR` on (a chain of killers whose hooks kill each
+    /// other). A `Vec` has a destructor: from another thread-local's
+    /// destructor, after this one's, the deep frames are not seen.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static DEEPER: RefCell<Vec<(u64, Kind)>> = RefCell::new(Vec::new());
 }
 
 /// One entry on this thread's stack; leaving it (also while unwinding)
@@ -71,37 +89,37 @@ pub(crate) struct Frame {
 
 impl Drop for Frame {
     fn drop(&mut self) {
-        let _ = STACK.try_with(|stack| stack.borrow_mut().truncate(self.depth));
+        let depth = self.depth;
+        DEPTH.with(|now| now.set(now.get().min(depth)));
+        if depth >= NEAR {
+            let _ = DEEPER.try_with(|deeper| deeper.borrow_mut().truncate(depth - NEAR));
+        }
     }
 }
-
-// Every access is a `try_with`: a killer used from another thread-local's
-// destructor, after this stack was destroyed at thread exit, finds it
-// empty (such a thread runs no callback of ours any more) instead of
-// panicking inside a destructor, which would abort.
 
 /// Enters a frame of killer `killer`, until the frame is dropped.
 pub(crate) fn enter(killer: u64, kind: Kind) -> Frame {
-    let depth = STACK.try_with(|stack| {
-        let mut stack = stack.borrow_mut();
-        stack.push((killer, kind));
-        stack.len() - 1
-    });
-    // Gone: a frame that marks nothing (`usize::MAX` truncates nothing).
-    Frame {
-        depth: depth.unwrap_or(usize::MAX),
+    let depth = DEPTH.with(|now| now.replace(now.get() + 1));
+    if depth < NEAR {
+        FRAMES.with(|frames| frames[depth].set((killer, kind)));
+    } else {
+        let _ = DEEPER.try_with(|deeper| {
+            let mut deeper = deeper.borrow_mut();
+            deeper.truncate(depth - NEAR); // what an unseen pop left
+            deeper.push((killer, kind));
+        });
     }
+    Frame { depth }
 }
 
 fn inside(killer: u64, kinds: &[Kind]) -> bool {
-    STACK
-        .try_with(|stack| {
-            stack
-                .borrow()
-                .iter()
-                .any(|&(id, kind)| id == killer && kinds.contains(&kind))
-        })
-        .unwrap_or(false)
+    let is = |&(id, kind): &(u64, Kind)| id == killer && kinds.contains(&kind);
+    let depth = DEPTH.with(Cell::get);
+    let near = FRAMES.with(|frames| frames[..depth.min(NEAR)].iter().any(|f| is(&f.get())));
+    near || (depth > NEAR
+        && DEEPER
+            .try_with(|deeper| deeper.borrow().iter().any(is))
+            .unwrap_or(false))
 }
 
 /// Whether this thread is serving a kill of `killer` anywhere down its
@@ -211,6 +229,17 @@ mod tests {
         assert!(!serving_kill(2) && !probing(2) && serving_kill(1));
         drop(a);
         assert!(!serving_kill(1));
+    }
+
+    #[test]
+    fn frames_beyond_the_near_slots_are_found_and_popped() {
+        let frames: Vec<Frame> = (0..2 * NEAR as u64)
+            .map(|k| enter(100 + k, Kind::Hook))
+            .collect();
+        assert!(serving_kill(100) && serving_kill(100 + 2 * NEAR as u64 - 1));
+        assert!(!serving_kill(100 + 2 * NEAR as u64));
+        drop(frames);
+        assert!(!serving_kill(100) && !serving_kill(100 + NEAR as u64 + 1));
     }
 
     #[test]

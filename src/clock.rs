@@ -94,8 +94,9 @@ pub(crate) type Served = crate::loom::thread::JoinHandle<()>;
 pub(crate) type Session = Weak<dyn TimerClient>;
 
 /// Where a session's one entry sits in its timer's queue: the entry's
-/// time and sequence number. Read and written only under the queue's
-/// lock (atomics only so that the session is `Sync`).
+/// time and sequence number. Written only under the queue's lock (atomics
+/// only so that the session is `Sync`); read under it too, except by
+/// [`Timer::forget`], whose unlocked "never queued" test is exact (see there).
 pub(crate) struct QueueRecord {
     at: AtomicU64,
     seq: AtomicU64,
@@ -171,6 +172,12 @@ impl Timer {
         if record.seq.load(Relaxed) != 0 {
             self.core().forget(record);
         }
+    }
+
+    /// Makes sure the timer runs (the real one's thread is started on
+    /// first use); panics if its thread cannot be started.
+    pub(crate) fn start(&self) {
+        let _ = self.core();
     }
 
     fn core(&self) -> &TimerCore {
@@ -300,9 +307,9 @@ impl TimerCore {
 /// and probes, like `tokio::time::pause`. Killers made with
 /// [`SqlKiller::with_clock`](crate::SqlKiller::with_clock) read it, and their
 /// deadlines and probe schedule fire inside [`advance`](ManualClock::advance),
-/// on the thread that calls it (a deadline's waiters and hooks are served
-/// on a thread of their own, as on the real clock, which `advance` waits
-/// for before it returns).
+/// on the thread that calls it (a deadline's hooks are served on a thread
+/// of their own, as on the real clock, which `advance` waits for before it
+/// returns; waiters alone are woken on the calling thread).
 ///
 /// ```
 /// use std::time::Duration;

@@ -603,3 +603,48 @@ fn a_kill_from_a_thread_local_destructor_at_thread_exit_does_not_abort() {
         },
     );
 }
+
+/// The owner dropped inside its own hook, from a thread-local destructor
+/// at thread exit: the reentrancy rule still holds there, so the drop
+/// closes the session without waiting for the kill this thread is
+/// running (a watchdog in a child process: a hang fails, an abort fails).
+#[test]
+fn dropping_the_owner_inside_its_own_hook_from_a_thread_local_destructor_closes_the_session() {
+    support::in_child_process(
+        "dropping_the_owner_inside_its_own_hook_from_a_thread_local_destructor_closes_the_session",
+        Duration::from_secs(20),
+        || {
+            struct DropOnExit(Option<std::sync::mpsc::Sender<bool>>);
+            impl Drop for DropOnExit {
+                fn drop(&mut self) {
+                    let Some(report) = self.0.take() else { return };
+                    let owner = Arc::new(SqlKiller::new());
+                    let handle = owner.handle();
+                    let slot = Arc::new(Mutex::new(Some(Arc::clone(&owner))));
+                    let s = Arc::clone(&slot);
+                    let _ = owner.set_cancel_hook(move || drop(s.lock().unwrap().take()));
+                    drop(owner); // the hook holds the last reference
+                    let sent = handle.send_kill_signal(KillSignal::QueryInterrupted);
+                    let closed = handle.send_kill_signal(KillSignal::QueryInterrupted);
+                    let _ = report.send(sent == KillOutcome::Sent && closed == KillOutcome::Stale);
+                }
+            }
+            thread_local! {
+                static ON_EXIT: std::cell::RefCell<DropOnExit> =
+                    const { std::cell::RefCell::new(DropOnExit(None)) };
+            }
+            let (report, outcome) = std::sync::mpsc::channel();
+            let _thread = std::thread::spawn(move || {
+                ON_EXIT.with(|slot| slot.borrow_mut().0 = Some(report));
+                // The crate's per-thread state, touched after: destroyed first.
+                let other = SqlKiller::new();
+                let _ = other.send_kill_signal(KillSignal::QueryInterrupted);
+                let _ = other.set_cancel_hook(|| {});
+            });
+            let ok = outcome
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the drop inside the hook returned (no hang)");
+            assert!(ok, "the kill was sent and the session closed");
+        },
+    );
+}

@@ -50,7 +50,8 @@ impl Shared {
         };
         let mut panics = FirstPanic::default();
         for waker in wakes {
-            // Wakers are user code too (an executor may poll inline).
+            // Wakers are user code too (an executor may poll inline); a
+            // waker must not block (for a deadline it runs on the timer).
             let _frame = callback::enter(self.id, Kind::Waker);
             panics.run(|| wake(waker));
         }

@@ -1,7 +1,7 @@
 //! Time in a session: statement deadlines, the liveness probe and its
 //! schedule, and the timer's visits (`clock.rs` owns the clock and queue).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{table, PublishOnDrop, Shared, SideGuard};
@@ -48,11 +48,12 @@ impl Shared {
 
     /// Called after the CAS that ended `ended`: arms the new statement's
     /// deadline (or leaves the old one to fire `Stale`) and starts its
-    /// first probe interval. One load when no deadline or probe was ever used.
+    /// first probe interval. One owner-local load when the session has no
+    /// `max_execution_time` and no probe.
     pub(super) fn arm_next_statement(self: &Arc<Self>, ended: Snapshot) {
         let limit = self.max_exec.load(Relaxed);
         if limit == 0 && !ended.has_probe() {
-            return; // nothing to arm: two owner-local reads
+            return; // nothing to arm
         }
         let next = ended.next_generation();
         if limit != 0 {
@@ -90,10 +91,12 @@ impl Shared {
             return;
         }
         // An RMW, ordered with the timer's `swap` (`clock.rs`).
+        // The timer first: if its thread cannot start, this panics here,
+        // before the schedule says a visit is queued.
+        self.timer.start();
         if self.timer_sched.fetch_min(at, AcqRel) > at {
-            let session: Arc<dyn TimerClient> = Arc::clone(self) as _;
-            self.timer
-                .push(at, Arc::downgrade(&session), &self.timer_entry);
+            let session: Weak<dyn TimerClient> = Arc::downgrade(self) as Weak<Shared>;
+            self.timer.push(at, session, &self.timer_entry);
         }
     }
 
@@ -227,9 +230,10 @@ impl Shared {
             return None; // nothing to serve now: published as `published` drops
         }
         if !won.has_hook() {
-            // Waiters only: a waker is meant to be cheap (`Waker::wake`'s
-            // contract), so they are woken here, with no thread to start.
-            serve_deadline(&Mutex::new(Some(published)), signal, won);
+            // Waiters only: a waker is meant to be cheap and never to block
+            // (`Waker::wake`'s contract), so they are woken here, with no
+            // thread to start.
+            serve_published(published, signal, won);
             return None;
         }
         // The guard goes to the serving thread; if no thread can be had,
@@ -258,16 +262,17 @@ fn serve_deadline(
 ) {
     let published = lock(handoff).take();
     if let Some(published) = published {
-        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            published.0.serve_kill(signal, won);
-        }));
-        if let Err(payload) = served {
-            callback::drop_payload(payload);
-        }
-        // Publishes; may drop the last reference to the session, and with
-        // it user values: contained.
-        callback::drop_contained(published);
+        serve_published(published, signal, won);
     }
+}
+
+/// Serves a deadline's kill, containing any panic; dropping the guard
+/// then publishes it.
+fn serve_published(published: PublishOnDrop<Arc<Shared>>, signal: KillSignal, won: Snapshot) {
+    callback::contained(|| published.0.serve_kill(signal, won));
+    // Publishes; may drop the last reference to the session, and with it
+    // user values: contained.
+    callback::drop_contained(published);
 }
 
 impl TimerClient for Shared {
