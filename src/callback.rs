@@ -168,19 +168,13 @@ impl FirstPanic {
             panic::resume_unwind(panic);
         }
     }
-
-    /// Contains the first panic kept, if any (for a destructor, which must
-    /// not unwind): its payload is dropped with [`drop_payload`].
-    pub(crate) fn contain(mut self) {
-        if let Some(panic) = self.0.take() {
-            drop_payload(panic);
-        }
-    }
 }
 
 impl Drop for FirstPanic {
-    /// A kept panic never resumed (the runner itself is unwinding) is
-    /// contained, never dropped where its payload's `Drop` could abort.
+    /// A kept panic that is not resumed is contained: dropping a
+    /// `FirstPanic` is how a destructor (the owner's drop) discards what its
+    /// callbacks raised, and how a runner that is itself unwinding lets go
+    /// of it, never where its payload's `Drop` could abort.
     fn drop(&mut self) {
         if let Some(panic) = self.0.take() {
             drop_payload(panic);

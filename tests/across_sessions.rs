@@ -586,3 +586,48 @@ fn max_execution_time_reads_back_what_was_set_up_to_duration_max() {
     killer.set_max_execution_time(None);
     assert_eq!(killer.max_execution_time(), None);
 }
+
+/// The owner's drop contains a kept panic whose own payload panics when
+/// dropped: the first (and only) panic of a reset-time waker. Nothing
+/// escapes the destructor (child process: escaping while unwinding aborts).
+#[test]
+fn dropping_the_owner_contains_a_waker_panic_whose_payload_panics_when_dropped() {
+    in_child_process(
+        "dropping_the_owner_contains_a_waker_panic_whose_payload_panics_when_dropped",
+        Duration::from_secs(30),
+        || {
+            let killer = SqlKiller::new();
+            let mut event = killer.kill_event_owned();
+            register_waker(&mut event, || panic_any(PanicsWhenDropped));
+            let dropped = catch_unwind(AssertUnwindSafe(move || drop(killer)));
+            assert!(dropped.is_ok(), "a panic escaped the owner's drop");
+            assert_eq!(event.try_outcome(), Some(WaitOutcome::Reset));
+        },
+    );
+}
+
+/// A kill event dropped while it still holds a task's waker whose `Drop`
+/// panics: the event's destructor contains it.
+#[test]
+fn dropping_an_event_whose_waker_panics_when_dropped_does_not_panic() {
+    struct PanicsOnDrop;
+    impl Wake for PanicsOnDrop {
+        fn wake(self: Arc<Self>) {}
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the waker's drop panicked");
+        }
+    }
+    let killer = SqlKiller::new();
+    let mut event = killer.kill_event_owned();
+    let waker = Waker::from(Arc::new(PanicsOnDrop));
+    let polled = Pin::new(&mut event).poll(&mut Context::from_waker(&waker));
+    assert_eq!(polled, Poll::Pending);
+    drop(waker); // the event now holds the last reference
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(event)));
+    assert!(
+        dropped.is_ok(),
+        "the waker's drop escaped the event's destructor"
+    );
+}

@@ -42,6 +42,14 @@ fn new_allocates_once_and_statements_allocate_nothing() {
         clean,
         "every attempt allocated: see the stats printed above"
     );
+    // A session nobody waits on never needs its side table or the timer:
+    // its first statements allocate nothing either.
+    let fresh_clean = (0..3).any(|_| {
+        let fresh = SqlKiller::new();
+        let fresh_handle = fresh.handle();
+        statements_allocate_nothing(&fresh, &fresh_handle)
+    });
+    assert!(fresh_clean, "a new session's first statements allocated");
 
     // One task waiting: its wake-up is kept inline, so the kill that wakes
     // it allocates nothing either (registration allocates the table once).

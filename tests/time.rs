@@ -393,3 +393,26 @@ fn a_dead_connection_is_found_after_an_interval_and_reset_clears_it() {
         "a fresh interval after reset"
     );
 }
+
+/// The real timer sleeps until the earliest deadline however long the
+/// process has used the clock: a 100 ms deadline armed 1.5 s after the
+/// clock started still fires well within a second (a timer that slept
+/// "deadline + now" instead of "deadline - now" would take 3 s here).
+#[test]
+fn a_deadline_armed_long_after_the_clock_started_fires_on_time() {
+    let first = SqlKiller::new(); // starts the clock and the timer thread
+    first.set_statement_timeout(Duration::from_secs(3600));
+    std::thread::sleep(Duration::from_millis(1500));
+    let killer = SqlKiller::new();
+    let armed = Instant::now();
+    killer.set_statement_timeout(Duration::from_millis(100));
+    while killer.kill_signal().is_none() && armed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(killer.kill_signal(), Some(KillSignal::MaxExecTimeExceeded));
+    assert!(
+        armed.elapsed() < Duration::from_millis(1000),
+        "fired after {:?}",
+        armed.elapsed()
+    );
+}

@@ -52,7 +52,7 @@ impl Shared {
     /// entry leaves the timer's queue.
     pub(crate) fn close(self: &Arc<Self>) {
         let (_cleared, panics) = self.end_statement(true);
-        panics.contain();
+        drop(panics); // contained (`FirstPanic`'s drop): a destructor must not unwind
         let (finish, probe) = {
             let mut side = lock(&self.side);
             match side.as_mut() {
