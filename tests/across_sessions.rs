@@ -500,6 +500,39 @@ fn a_finish_function_and_a_probe_holding_their_own_sessions_handle_are_freed_wit
     );
 }
 
+/// The same when the owner is dropped while its finish function runs on a
+/// KILL thread: when the run ends, the function is dropped, not put back.
+#[test]
+fn a_finish_function_running_while_its_owner_is_dropped_is_freed_when_it_returns() {
+    let marker = Arc::new(());
+    let weak = Arc::downgrade(&marker);
+    let killer = SqlKiller::new();
+    let handle = killer.handle();
+    let (entered, release) = (
+        std::sync::mpsc::channel::<()>(),
+        std::sync::mpsc::channel::<()>(),
+    );
+    let (entered_tx, entered_rx) = entered;
+    let (release_tx, release_rx) = release;
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let own = killer.handle();
+    killer.set_finish_func(move || {
+        let _ = (&marker, own.kill_signal());
+        let _ = entered_tx.send(());
+        let _ = release_rx.lock().unwrap().recv();
+    });
+    let kill_thread = thread::spawn(move || handle.finish_result_set());
+    entered_rx.recv().expect("the finish function runs");
+    drop(killer); // closes the session while the function runs
+    release_tx.send(()).expect("the function waits");
+    assert_eq!(kill_thread.join().expect("no panic"), Ok(true));
+    assert_eq!(
+        weak.strong_count(),
+        0,
+        "the finish function was put back after its owner closed the session"
+    );
+}
+
 // ---------------------------------------------------------------------
 // Owner operations called concurrently stay harmless.
 // ---------------------------------------------------------------------

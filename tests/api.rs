@@ -403,3 +403,20 @@ fn a_handles_old_check_name_still_reads_the_signal() {
     assert_eq!(worker.handle_signal(), Err(KillError::QueryInterrupted));
     assert_eq!(worker.check_signal(), worker.handle_signal());
 }
+
+/// An event's `Debug` shows its statement and the outcome it has seen.
+#[test]
+fn an_events_debug_shows_its_outcome() {
+    let killer = SqlKiller::new();
+    let mut event = killer.kill_event();
+    assert!(format!("{event:?}").contains("outcome: None"), "{event:?}");
+    let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
+    assert_eq!(
+        event.try_outcome(),
+        Some(sqlkiller::WaitOutcome::Killed(KillSignal::QueryInterrupted))
+    );
+    assert!(
+        format!("{event:?}").contains("outcome: Some(Killed(QueryInterrupted))"),
+        "{event:?}"
+    );
+}
