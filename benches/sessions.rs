@@ -73,7 +73,13 @@ fn slow_hook() {
     }
     assert_eq!(left, 0, "deadlines that never fired");
     let mut late_us: Vec<f64> = (1..SESSIONS)
-        .map(|i| seen[i].unwrap().saturating_duration_since(due[i]).as_secs_f64() * 1e6)
+        .map(|i| {
+            seen[i]
+                .unwrap()
+                .saturating_duration_since(due[i])
+                .as_secs_f64()
+                * 1e6
+        })
         .collect();
     late_us.sort_by(f64::total_cmp);
     let pick = |q: f64| late_us[((late_us.len() - 1) as f64 * q) as usize];

@@ -420,3 +420,32 @@ fn an_events_debug_shows_its_outcome() {
         "{event:?}"
     );
 }
+
+/// A future polled by one task and then by another: the kill wakes the
+/// task that polled last.
+#[test]
+fn a_kill_wakes_the_task_that_polled_the_event_last() {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, SeqCst);
+        }
+    }
+    let killer = SqlKiller::new();
+    let mut event = killer.kill_event();
+    let (first, second) = (
+        std::sync::Arc::new(Flag(AtomicBool::new(false))),
+        std::sync::Arc::new(Flag(AtomicBool::new(false))),
+    );
+    for flag in [&first, &second] {
+        let waker = Waker::from(std::sync::Arc::clone(flag));
+        let polled = std::pin::Pin::new(&mut event).poll(&mut Context::from_waker(&waker));
+        assert_eq!(polled, Poll::Pending);
+    }
+    let _ = killer.send_kill_signal(KillSignal::QueryInterrupted);
+    assert!(second.0.load(SeqCst), "the last poller was not woken");
+    assert!(!first.0.load(SeqCst), "the replaced waker was woken");
+}
