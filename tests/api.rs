@@ -449,3 +449,15 @@ fn a_kill_wakes_the_task_that_polled_the_event_last() {
     assert!(second.0.load(SeqCst), "the last poller was not woken");
     assert!(!first.0.load(SeqCst), "the replaced waker was woken");
 }
+
+/// A kill-immune guard's `Debug` shows how deep the sections are nested.
+#[test]
+fn a_guards_debug_shows_the_section_depth() {
+    let killer = SqlKiller::new();
+    let outer = killer.kill_immune();
+    assert!(format!("{outer:?}").contains("depth: 1"), "{outer:?}");
+    let inner = killer.kill_immune();
+    assert!(format!("{inner:?}").contains("depth: 2"), "{inner:?}");
+    drop(inner);
+    assert!(format!("{outer:?}").contains("depth: 1"), "{outer:?}");
+}
