@@ -416,3 +416,33 @@ fn a_deadline_armed_long_after_the_clock_started_fires_on_time() {
         armed.elapsed()
     );
 }
+
+/// A deadline that fires inside a kill-immune section leaves its hook and
+/// waiters to the section's end, as any kill does there.
+#[test]
+fn a_deadline_inside_a_section_serves_its_hook_and_waiters_at_the_end() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    killer.set_statement_timeout(Duration::from_millis(10));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let _ = killer.set_cancel_hook(move || {
+        r.fetch_add(1, SeqCst);
+    });
+    let mut event = killer.kill_event();
+    let section = killer.kill_immune();
+    clock.advance(Duration::from_millis(10));
+    assert_eq!(killer.kill_signal(), Some(KillSignal::MaxExecTimeExceeded));
+    assert_eq!(ran.load(SeqCst), 0, "the hook ran inside the section");
+    assert_eq!(
+        event.try_outcome(),
+        None,
+        "a waiter woke inside the section"
+    );
+    section.release();
+    assert_eq!(ran.load(SeqCst), 1);
+    assert_eq!(
+        event.try_outcome(),
+        Some(WaitOutcome::Killed(KillSignal::MaxExecTimeExceeded))
+    );
+}
