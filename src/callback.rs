@@ -91,9 +91,8 @@ impl Drop for Frame {
     fn drop(&mut self) {
         let depth = self.depth;
         DEPTH.with(|now| now.set(now.get().min(depth)));
-        if depth >= NEAR {
-            let _ = DEEPER.try_with(|deeper| deeper.borrow_mut().truncate(depth - NEAR));
-        }
+        // Deep frames above the new depth stay in `DEEPER` until the next
+        // deep `enter` overwrites them; `inside` never reads past the depth.
     }
 }
 
@@ -115,11 +114,12 @@ pub(crate) fn enter(killer: u64, kind: Kind) -> Frame {
 fn inside(killer: u64, kinds: &[Kind]) -> bool {
     let is = |&(id, kind): &(u64, Kind)| id == killer && kinds.contains(&kind);
     let depth = DEPTH.with(Cell::get);
-    let near = FRAMES.with(|frames| frames[..depth.min(NEAR)].iter().any(|f| is(&f.get())));
-    near || (depth > NEAR
-        && DEEPER
-            .try_with(|deeper| deeper.borrow().iter().any(is))
-            .unwrap_or(false))
+    let near = depth.min(NEAR);
+    FRAMES.with(|frames| frames[..near].iter().any(|f| is(&f.get())))
+        || (depth > near
+            && DEEPER
+                .try_with(|deeper| deeper.borrow().iter().take(depth - near).any(is))
+                .unwrap_or(false))
 }
 
 /// Whether this thread is serving a kill of `killer` anywhere down its
@@ -227,11 +227,20 @@ mod tests {
 
     #[test]
     fn frames_beyond_the_near_slots_are_found_and_popped() {
-        let frames: Vec<Frame> = (0..2 * NEAR as u64)
-            .map(|k| enter(100 + k, Kind::Hook))
-            .collect();
-        assert!(serving_kill(100) && serving_kill(100 + 2 * NEAR as u64 - 1));
-        assert!(!serving_kill(100 + 2 * NEAR as u64));
+        let deep = 2 * NEAR as u64;
+        let mut frames: Vec<Frame> = (0..deep).map(|k| enter(100 + k, Kind::Hook)).collect();
+        assert!(serving_kill(100) && serving_kill(100 + deep - 1));
+        assert!(!serving_kill(100 + deep));
+        // Leave the five innermost frames, then enter another one there.
+        for _ in 0..5 {
+            drop(frames.pop());
+        }
+        assert!(!serving_kill(100 + deep - 1), "a left frame is still seen");
+        let again = enter(7, Kind::Probe);
+        assert!(probing(7), "a frame entered deep after a pop is seen");
+        assert!(!serving_kill(100 + deep - 2));
+        drop(again);
+        // Outermost first, as a `Vec` drops: the stack empties at the first.
         drop(frames);
         assert!(!serving_kill(100) && !serving_kill(100 + NEAR as u64 + 1));
     }
