@@ -648,3 +648,68 @@ fn dropping_the_owner_inside_its_own_hook_from_a_thread_local_destructor_closes_
         },
     );
 }
+
+/// A probe run by a dead-connection checker through a handle holds the
+/// last reference to its owner, drops it, and reports the client gone:
+/// the session closes, the probe's kill finds it closed, nothing waits
+/// or panics.
+#[test]
+fn a_probe_that_drops_the_last_reference_to_its_owner_closes_the_session() {
+    within("the probe's drop", HANG, || {
+        let owner = Arc::new(SqlKiller::new());
+        let handle = owner.handle();
+        let slot = Arc::new(Mutex::new(Some(Arc::clone(&owner))));
+        let s = Arc::clone(&slot);
+        let _ = owner.set_connection_alive_probe(move || {
+            drop(s.lock().unwrap().take());
+            false
+        });
+        drop(owner); // the probe's slot holds the last reference
+        assert!(!handle.check_connection_alive());
+        assert_closed(&handle);
+    });
+}
+
+/// A probe that kills another session, whose hook checks back on the
+/// first: no wait, both kills land.
+#[test]
+fn a_probe_that_kills_another_session_completes() {
+    within("the probe's kill", HANG, || {
+        let (a, b) = (Arc::new(SqlKiller::new()), Arc::new(SqlKiller::new()));
+        let b_handle = b.handle();
+        let a_handle = a.handle();
+        let _ = b.set_cancel_hook(move || {
+            let _ = a_handle.check_connection_alive();
+        });
+        a.set_probe_interval(Duration::ZERO);
+        let _ = a.set_connection_alive_probe(move || {
+            let _ = b_handle.send_kill_signal(QueryInterrupted);
+            false
+        });
+        assert!(a.handle_signal().is_err());
+        assert_eq!(b.kill_signal(), Some(QueryInterrupted));
+        assert_eq!(a.reset(), Some(QueryInterrupted));
+        assert_eq!(b.reset(), Some(QueryInterrupted));
+    });
+}
+
+/// A finish function run through a handle holds the last reference to its
+/// owner and drops it: the session closes, the run ends, nothing waits.
+#[test]
+fn a_finish_function_that_drops_the_last_reference_to_its_owner_closes_the_session() {
+    within("the finish function's drop", HANG, || {
+        let owner = Arc::new(SqlKiller::new());
+        let handle = owner.handle();
+        let slot = Arc::new(Mutex::new(Some(Arc::clone(&owner))));
+        let s = Arc::clone(&slot);
+        owner.set_finish_func(move || drop(s.lock().unwrap().take()));
+        drop(owner);
+        assert_eq!(handle.finish_result_set(), Ok(true));
+        assert_closed(&handle);
+        assert_eq!(
+            handle.finish_result_set(),
+            Ok(false),
+            "released with its owner"
+        );
+    });
+}
