@@ -106,7 +106,11 @@ mod handle;
 mod hook;
 mod immune;
 mod killer;
+mod lifecycle;
+mod list;
 mod probe;
+mod session;
+mod ticket;
 
 // The engine: the only code that acts on a session's shared block.
 mod engine;
@@ -130,10 +134,13 @@ pub use event::{KillEvent, OwnedKillEvent};
 pub use handle::KillHandle;
 pub use immune::KillImmuneGuard;
 pub use killer::SqlKiller;
+pub use list::{Kill, ProcessInfo, ProcessList, ProcessListError};
+pub use session::SessionKilled;
 pub use signal::{
-    HookStatus, InvalidKillSignal, KillOutcome, KillPhase, KillSignal, ProbeId, StatementId,
-    WaitOutcome, DEFAULT_PROBE_INTERVAL,
+    HookStatus, InvalidKillSignal, KillOutcome, KillPhase, KillSignal, ProbeId, SessionPhase,
+    StatementId, WaitOutcome, DEFAULT_PROBE_INTERVAL,
 };
+pub use ticket::Ticket;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
