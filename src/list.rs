@@ -39,10 +39,11 @@ use crate::{
 /// assert_eq!(rows[0].query_id, Some(stmt.as_u64()));
 ///
 /// // KILL QUERY 7, waiting for the statement to end (KILL QUERY ... SYNC):
-/// let mut kill = list.kill_query(7, KillSignal::QueryInterrupted, "")?;
+/// let kill = list.kill_query(7, KillSignal::QueryInterrupted, "")?;
 /// assert_eq!(kill.outcome, KillOutcome::Sent);
+/// let mut ticket = kill.ticket();
 /// assert_eq!(session.end_statement().unwrap_err().code(), 1317);
-/// kill.ticket.wait();
+/// ticket.wait();
 ///
 /// // Idle now: a late KILL QUERY changes nothing.
 /// let late = list.kill_query(7, KillSignal::QueryInterrupted, "")?;
@@ -57,7 +58,6 @@ pub struct ProcessList {
 }
 
 /// What a kill through the [`ProcessList`] did.
-#[derive(Debug)]
 #[must_use = "a kill may not have landed: see `outcome`"]
 pub struct Kill {
     /// What the kill did.
@@ -65,8 +65,28 @@ pub struct Kill {
     /// The statement it met: killed by it (`Sent`) or before it
     /// (`AlreadyKilled`). `None` if the session was idle.
     pub statement: Option<StatementId>,
-    /// Completes when that statement has ended (at once if there is none).
-    pub ticket: Ticket,
+    session: Arc<Shared>,
+}
+
+impl Kill {
+    /// A ticket that completes when [`statement`](Kill::statement) has
+    /// ended: done at once if there is none or it has ended already. (Made
+    /// on demand, so a kill nobody waits for registers nothing.)
+    pub fn ticket(&self) -> Ticket {
+        match self.statement {
+            Some(statement) => Ticket::new(&self.session, Some(statement)),
+            None => Ticket::done(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Kill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kill")
+            .field("outcome", &self.outcome)
+            .field("statement", &self.statement)
+            .finish()
+    }
 }
 
 /// One session in a listing ([`ProcessList::snapshot`]).
@@ -174,7 +194,7 @@ impl ProcessList {
     ) -> Result<Kill, ProcessListError> {
         let session = self.session(conn_id)?;
         let (outcome, generation) = session.kill_and_locate(None, signal, reason);
-        Ok(kill(&session, outcome, generation))
+        Ok(kill(session, outcome, generation))
     }
 
     /// `KILL QUERY ID <query_id>` (MariaDB): kills the statement with this
@@ -196,11 +216,11 @@ impl ProcessList {
             .find_statement(query_id)
             .ok_or(ProcessListError::NoSuchQuery(query_id))?;
         let (outcome, generation) = session.kill_and_locate(Some(statement), signal, reason);
-        Ok(kill(&session, outcome, generation))
+        Ok(kill(session, outcome, generation))
     }
 
     /// `KILL [CONNECTION] <conn_id>`: kills the session
-    /// ([`SqlKiller::kill_session`]); the ticket completes when the
+    /// ([`SqlKiller::kill_session`]); [`Kill::ticket`] completes when the
     /// statement that was running has ended.
     pub fn kill_connection(
         &self,
@@ -210,7 +230,7 @@ impl ProcessList {
     ) -> Result<Kill, ProcessListError> {
         let session = self.session(conn_id)?;
         let (outcome, generation) = session.kill_session(signal, reason);
-        Ok(kill(&session, outcome, generation))
+        Ok(kill(session, outcome, generation))
     }
 
     /// `SHOW PROCESSLIST`: every session, by connection id.
@@ -251,16 +271,11 @@ impl ProcessList {
     }
 }
 
-fn kill(session: &Arc<Shared>, outcome: KillOutcome, generation: Option<u64>) -> Kill {
-    let statement = generation.map(|generation| session.statement_at(generation));
-    let ticket = match statement {
-        Some(statement) => Ticket::new(session, Some(statement)),
-        None => Ticket::done(),
-    };
+fn kill(session: Arc<Shared>, outcome: KillOutcome, generation: Option<u64>) -> Kill {
     Kill {
         outcome,
-        statement,
-        ticket,
+        statement: generation.map(|generation| session.statement_at(generation)),
+        session,
     }
 }
 
