@@ -79,7 +79,12 @@ impl Shared {
         // compared with the word it returns, so a stale install cannot land
         // on the next statement.
         let prev = self.state.arm_hook();
-        if prev.is_closed() || target.is_some_and(|id| !self.is_current(id, prev)) {
+        // (The idle phase runs no statement: a hook for it would only be
+        // dropped at the next start.)
+        if prev.is_closed()
+            || prev.is_between()
+            || target.is_some_and(|id| !self.is_current(id, prev))
+        {
             drop(side);
             drop(hook);
             return HookStatus::Stale;
