@@ -1,19 +1,5 @@
 //! The statement lifecycle: start, end, and the idle phase between.
 //!
-//! # Which to use
-//!
-//! | your server | call | between statements |
-//! | --- | --- | --- |
-//! | marks only where statements start (TiDB's `ResetContextOfStmt`) | [`reset`](SqlKiller::reset) at each start | the last statement stays current: a late `KILL QUERY` returns `Sent` and kills nothing that runs, and the next `reset` clears it |
-//! | knows where statements start **and** end (a protocol loop) | [`start_statement`](SqlKiller::start_statement) and [`end_statement`](SqlKiller::end_statement) | the session is **idle**: a `KILL QUERY` returns [`KillOutcome::Idle`](crate::KillOutcome::Idle) and changes nothing, no deadline runs, and the end returns the kill's error with its reason |
-//!
-//! Prefer the second when you can: it is what MySQL and PostgreSQL do (a
-//! `KILL QUERY` on an idle connection is skipped "so that it doesn't affect
-//! the next command"; a cancel that arrives while PostgreSQL reads a
-//! command is ignored), and it is the only way a process list can say that
-//! a session is idle. The two mix: `reset` on an idle session starts a
-//! statement, `start_statement` on a running one ends it first.
-//!
 //! Every operation here may wait for a kill that is still publishing its
 //! side effects (a cancel hook running on the killer's thread). The
 //! `_async` forms await that instead of blocking the thread, for owners
