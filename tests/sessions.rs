@@ -1157,17 +1157,12 @@ fn a_ticket_is_done_when_the_statement_ends_not_when_it_is_killed() {
     within("tickets", HANG, || {
         #[derive(Debug, Clone, Copy)]
         enum End {
-            EndStatement,
+            Finish,
             StartStatement,
             Reset,
             Drop,
         }
-        for end in [
-            End::EndStatement,
-            End::StartStatement,
-            End::Reset,
-            End::Drop,
-        ] {
+        for end in [End::Finish, End::StartStatement, End::Reset, End::Drop] {
             let killer = SqlKiller::new();
             let stmt = killer.start_statement().unwrap();
             let handle = killer.handle();
@@ -1186,7 +1181,7 @@ fn a_ticket_is_done_when_the_statement_ends_not_when_it_is_killed() {
                 ticket
             });
             match end {
-                End::EndStatement => drop(killer.end_statement()),
+                End::Finish => drop(killer.end_statement()),
                 End::StartStatement => drop(killer.start_statement()),
                 End::Reset => drop(killer.reset()),
                 End::Drop => drop(killer),
@@ -1456,12 +1451,12 @@ fn an_async_owner_operation_dropped_while_waiting() {
             let mut end = Box::pin(killer.end_statement_async());
             assert!(end
                 .as_mut()
-                .poll(&mut Context::from_waker(&Waker::noop()))
+                .poll(&mut Context::from_waker(Waker::noop()))
                 .is_pending());
             let mut immune = Box::pin(killer.kill_immune_async());
             assert!(immune
                 .as_mut()
-                .poll(&mut Context::from_waker(&Waker::noop()))
+                .poll(&mut Context::from_waker(Waker::noop()))
                 .is_pending());
         }
         assert!(
