@@ -302,9 +302,9 @@ pub(crate) enum KillTransition {
     /// caller must publish its side effects and then call
     /// [`StateCell::transition_to_killed`] (from a drop guard).
     Won(Snapshot),
-    /// Another kill won this generation (the second field) first, with
-    /// this signal.
-    AlreadyKilled(KillSignal, u64),
+    /// Another kill won first, with this signal: of the running statement
+    /// (its generation), or of the session (`None` if it is idle).
+    AlreadyKilled(KillSignal, Option<u64>),
     /// The statement aimed at has ended, or the session is closed.
     Stale,
     /// The session is between statements: there is no current query.
@@ -513,10 +513,16 @@ impl StateCell {
             if current.is_closed() || target.is_some_and(|g| g != current.generation()) {
                 return Step::Stop(KillTransition::Stale);
             }
-            if let Some(winner) = current.signal().or(current.session_signal()) {
+            if let Some(winner) = current.signal() {
                 // (A session kill's statement, or a later one born killed,
                 // has the session's signal: severity never goes down.)
-                return Step::Stop(KillTransition::AlreadyKilled(winner, current.generation()));
+                let running = Some(current.generation());
+                return Step::Stop(KillTransition::AlreadyKilled(winner, running));
+            }
+            if let Some(session) = current.session_signal() {
+                // Idle after a session kill (a running statement would
+                // carry its signal).
+                return Step::Stop(KillTransition::AlreadyKilled(session, None));
             }
             if current.is_between() {
                 return Step::Stop(KillTransition::Idle);

@@ -351,7 +351,7 @@ fn a_hook_installed_while_idle_does_not_belong_to_the_next_statement() {
 /// returns the signal for the log; `end_statement`'s result is the error
 /// sent to the client.
 #[test]
-#[ignore = "BUG: end_statement inside a kill-immune section reports the deferred kill as the statement's error (src/engine/reset.rs:99 builds the error from any signal, ignoring that the word it ended was IMMUNE)"]
+
 fn end_statement_inside_a_kill_immune_section_does_not_report_the_deferred_kill() {
     let killer = SqlKiller::new();
     killer.start_statement().unwrap();
@@ -433,7 +433,7 @@ fn reset_after_a_session_kill_starts_a_statement_killed_from_birth() {
 /// `start_statement` reports for the same session kill. SPEC §9 "Reasons
 /// survive".
 #[test]
-#[ignore = "BUG: a statement born killed by reset after a session kill loses the session kill's reason (src/state.rs:603 gives the new word no REASON and the table's reason is not the session reason; src/engine/mod.rs:300 and src/engine/reset.rs:99 then report an empty reason)"]
+
 fn a_statement_born_killed_reports_the_session_kills_reason() {
     let killer = SqlKiller::new();
     killer.set_conn_id(4);
@@ -834,7 +834,7 @@ fn the_session_hook_is_deferred_inside_a_kill_immune_section() {
 /// server that rolls back in a kill-immune section after the statement
 /// was interrupted would interrupt SQLite twice, or count two kills.
 #[test]
-#[ignore = "BUG: the session hook runs twice for one kill when a kill-immune section is entered after the kill was served (src/state.rs:658 owes any signal, even one served before the section; src/engine/serve.rs:49 re-runs the session hook, which stays in the table)"]
+
 fn a_kill_immune_section_after_the_kill_does_not_run_the_session_hook_again() {
     let killer = SqlKiller::new();
     let runs = counting_session_hook(&killer);
