@@ -107,13 +107,13 @@ fn kill_query_lands_on_the_running_statement_idle_on_idle_and_no_such_conn() {
         let list = ProcessList::new();
         let session = list.register(3).unwrap();
         // Idle.
-        let mut kill = list.kill_query(3, QueryInterrupted, "").unwrap();
+        let kill = list.kill_query(3, QueryInterrupted, "").unwrap();
         assert_eq!(kill.outcome, KillOutcome::Idle);
         assert_eq!(kill.statement, None);
         assert!(kill.ticket().is_done());
         // Running.
         let stmt = session.start_statement().unwrap();
-        let mut kill = list
+        let kill = list
             .kill_query(3, KilledByMemArbitrator, "KILL QUERY 3")
             .unwrap();
         assert_eq!(kill.outcome, KillOutcome::Sent);
@@ -181,7 +181,7 @@ fn kill_query_id_is_exact() {
         assert_eq!(rows[0].query_id, Some(a1.as_u64()));
         assert_eq!(rows[1].query_id, Some(b1.as_u64()));
         // Only that statement.
-        let mut kill = list
+        let kill = list
             .kill_query_id(a1.as_u64(), QueryInterrupted, "")
             .unwrap();
         assert_eq!(kill.outcome, KillOutcome::Sent);
@@ -262,7 +262,7 @@ fn kill_connection_kills_the_session_and_its_running_statement() {
         let busy = list.register(1).unwrap();
         let idle = list.register(2).unwrap();
         let stmt = busy.start_statement().unwrap();
-        let mut kill = list.kill_connection(1, QueryInterrupted, "KILL 1").unwrap();
+        let kill = list.kill_connection(1, QueryInterrupted, "KILL 1").unwrap();
         assert_eq!(
             (kill.outcome, kill.statement),
             (KillOutcome::Sent, Some(stmt))
@@ -273,7 +273,7 @@ fn kill_connection_kills_the_session_and_its_running_statement() {
         assert_eq!(busy.end_statement(), Err(KillError::QueryInterrupted));
         kill.ticket().wait();
         assert_eq!(busy.start_statement(), Err(KillError::QueryInterrupted));
-        let mut kill = list.kill_connection(2, QueryMemoryExceeded, "").unwrap();
+        let kill = list.kill_connection(2, QueryMemoryExceeded, "").unwrap();
         assert_eq!((kill.outcome, kill.statement), (KillOutcome::Sent, None));
         assert!(kill.ticket().is_done());
         assert_eq!(
@@ -424,7 +424,7 @@ fn a_session_dropped_while_a_kill_through_the_list_is_in_flight() {
         });
         let killer_list = list.clone();
         let killing = thread::spawn(move || {
-            let mut kill = killer_list.kill_query(1, QueryInterrupted, "").unwrap();
+            let kill = killer_list.kill_query(1, QueryInterrupted, "").unwrap();
             let done = kill.ticket().is_done();
             (kill.outcome, done)
         });
@@ -497,7 +497,7 @@ fn a_hook_of_a_list_kill_that_drops_the_session_and_uses_the_list() {
                     seen_in_hook.lock().unwrap().push(hook_list.len());
                 });
                 *slot.lock().unwrap() = Some(owner);
-                let mut kill = list.kill_query(1, QueryInterrupted, "").unwrap();
+                let kill = list.kill_query(1, QueryInterrupted, "").unwrap();
                 assert_eq!(kill.outcome, KillOutcome::Sent);
                 kill.ticket().wait();
                 assert_eq!(*seen.lock().unwrap(), [2, 1]);
@@ -512,7 +512,7 @@ fn a_hook_of_a_list_kill_that_drops_the_session_and_uses_the_list() {
                     HookStatus::Armed
                 );
                 *slot.lock().unwrap() = Some(owner);
-                let mut kill = list.kill_connection(1, QueryInterrupted, "").unwrap();
+                let kill = list.kill_connection(1, QueryInterrupted, "").unwrap();
                 assert_eq!(kill.outcome, KillOutcome::Sent);
                 kill.ticket().wait();
                 assert!(list.handle(1).is_none());
