@@ -622,7 +622,7 @@ fn soak_200_sessions_and_2_killers_every_kill_lands_where_it_says() {
                             (Some(conn), None, result)
                         };
                         match result {
-                            Ok(mut kill) => {
+                            Ok(kill) => {
                                 if kill.outcome == KillOutcome::Sent && n.is_multiple_of(8) {
                                     kill.ticket().wait(); // KILL QUERY ... SYNC
                                     assert!(kill.ticket().is_done());
