@@ -219,25 +219,35 @@ fn broken_session_kill_checked_at_start() {
 /// wake-up: loom reports a deadlock otherwise), and only after the end.
 #[test]
 fn ticket_wait_races_statement_end() {
-    check("ticket_wait_races_statement_end", None, &[], |_| {
-        let killer = Arc::new(SqlKiller::new());
-        let stmt = killer.start_statement().unwrap();
-        let handle = killer.handle();
-        let t = thread::spawn(move || {
-            let outcome = handle.kill_statement(stmt, QueryInterrupted);
-            let mut ticket = handle.ticket(stmt);
-            ticket.wait();
-            assert_ne!(
-                handle.statement(),
-                stmt,
-                "the ticket completed before the end"
-            );
-            outcome
-        });
-        let ended = killer.end_statement();
-        let outcome = t.join().unwrap();
-        assert_eq!(outcome == KillOutcome::Sent, ended.is_err());
-    });
+    check(
+        "ticket_wait_races_statement_end",
+        None,
+        &["killed, then ended", "ended first"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let stmt = killer.start_statement().unwrap();
+            let handle = killer.handle();
+            let t = thread::spawn(move || {
+                let outcome = handle.kill_statement(stmt, QueryInterrupted);
+                let mut ticket = handle.ticket(stmt);
+                ticket.wait();
+                assert_ne!(
+                    handle.statement(),
+                    stmt,
+                    "the ticket completed before the end"
+                );
+                outcome
+            });
+            let ended = killer.end_statement();
+            let outcome = t.join().unwrap();
+            assert_eq!(outcome == KillOutcome::Sent, ended.is_err());
+            seen.saw(if ended.is_err() {
+                "killed, then ended"
+            } else {
+                "ended first"
+            });
+        },
+    );
 }
 
 /// The twin: a "ticket" that is the statement's kill event. It completes
