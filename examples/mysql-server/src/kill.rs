@@ -15,15 +15,21 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api16::{ProcessList, ProcessListError, Session as Owner};
 use rusqlite::Connection;
-use sqlkiller::{KillError, KillOutcome, KillSignal, StatementId};
+use sqlkiller::{
+    KillError, KillOutcome, KillSignal, ProcessList, ProcessListError, SqlKiller, StatementId,
+};
 
 /// Opens session `conn_id`: kills interrupt `db`; `client` is probed every 100 ms of a statement.
-pub fn open(list: &ProcessList, conn_id: u64, db: &mut Connection, client: TcpStream) -> Option<Arc<Owner>> {
+pub fn open(
+    list: &ProcessList,
+    conn_id: u64,
+    db: &mut Connection,
+    client: TcpStream,
+) -> Option<Arc<SqlKiller>> {
     let killer = Arc::new(list.register(conn_id).ok()?);
     let interrupt = db.get_interrupt_handle();
-    killer.set_session_cancel_hook(move |_| interrupt.interrupt());
+    let _ = killer.set_session_cancel_hook(move |_| interrupt.interrupt());
     killer.set_probe_interval(Duration::from_millis(100));
     let _ = killer.set_connection_alive_probe(move || {
         let mut buf = [0; 5]; // a hang-up reads as end of file or as a COM_QUIT packet
@@ -37,7 +43,8 @@ pub fn open(list: &ProcessList, conn_id: u64, db: &mut Connection, client: TcpSt
         alive
     });
     let owner = Arc::clone(&killer);
-    db.progress_handler(1000, Some(move || owner.handle_signal().is_err())).ok()?;
+    db.progress_handler(1000, Some(move || owner.handle_signal().is_err()))
+        .ok()?;
     Some(killer)
 }
 
@@ -46,7 +53,7 @@ pub fn open(list: &ProcessList, conn_id: u64, db: &mut Connection, client: TcpSt
 /// whose outcome a kill cannot change. `started` learns the statement's id.
 /// `None` in `Ok`: `work` panicked.
 pub async fn statement<T: Send + 'static>(
-    killer: &Owner,
+    killer: &SqlKiller,
     limit: Option<Duration>,
     immune: bool,
     started: impl FnOnce(StatementId),
@@ -61,9 +68,14 @@ pub async fn statement<T: Send + 'static>(
     let ended = killer.end_statement_async().await;
     drop(section);
     if let (true, Err(e)) = (immune, &ended) {
-        eprintln!("conn {}: {e}: a kill landed in a kill-immune COMMIT, which completed", killer.conn_id());
+        eprintln!(
+            "conn {}: {e}: a kill landed in a kill-immune COMMIT, which completed",
+            killer.conn_id()
+        );
     }
-    ended.or_else(|e| if immune { Ok(()) } else { Err(e) }).map(|()| out)
+    ended
+        .or_else(|e| if immune { Ok(()) } else { Err(e) })
+        .map(|()| out)
 }
 
 /// What a `KILL` statement aims at.
@@ -74,32 +86,26 @@ pub enum Target {
     Connection(u64),
 }
 
-/// `KILL ...`: whether it killed a statement, or the MySQL error to send.
-pub fn kill(list: &ProcessList, target: Target) -> Result<bool, (u16, &'static str, String)> {
+/// `KILL ...`: whether it killed a statement (not: the session was idle, or
+/// the statement was killed already).
+pub fn kill(list: &ProcessList, target: Target) -> Result<bool, ProcessListError> {
     let sig = KillSignal::QueryInterrupted;
     let kill = match target {
-        Target::Query(conn) => list.kill_query(conn, sig, "KILL QUERY"),
-        Target::QueryId(query) => list.kill_query_id(query, sig, "KILL QUERY ID"),
-        Target::Connection(conn) => list.kill_connection(conn, sig, "KILL CONNECTION"),
+        Target::Query(conn) => list.kill_query(conn, sig, "KILL QUERY")?,
+        Target::QueryId(query) => list.kill_query_id(query, sig, "KILL QUERY ID")?,
+        Target::Connection(conn) => list.kill_connection(conn, sig, "KILL CONNECTION")?,
     };
-    match (kill, target) {
-        (Ok(k), Target::QueryId(q)) if k.outcome == KillOutcome::Stale => Err(no_query(q)),
-        (Ok(k), _) => Ok(k.outcome == KillOutcome::Sent),
-        (Err(ProcessListError::NoSuchQuery(q)), _) => Err(no_query(q)),
-        (Err(ProcessListError::NoSuchConn(c)), _) => Err((1094, "HY000", format!("Unknown thread id: {c}"))),
-        (Err(e), _) => Err((1105, "HY000", e.to_string())),
+    match (kill.outcome, target) {
+        (KillOutcome::Stale, Target::QueryId(query)) => Err(ProcessListError::NoSuchQuery(query)),
+        (outcome, _) => Ok(outcome == KillOutcome::Sent),
     }
 }
 
-fn no_query(query_id: u64) -> (u16, &'static str, String) {
-    (1957, "HY000", format!("Unknown query id: {query_id}"))
-}
-
 /// Serves a connection until `serve` ends or its session is killed.
-pub async fn serve_until_killed(killer: &Owner, serve: impl Future<Output = ()>) {
+pub async fn serve_until_killed(killer: &SqlKiller, serve: impl Future<Output = ()>) {
     let killed = killer.session_killed();
     tokio::select! {
         () = serve => {}
-        _ = killed.wait() => {}
+        _ = killed => {}
     }
 }

@@ -17,7 +17,6 @@
 //! The kill wiring is all in `kill.rs`; `wire.rs` writes the error packets
 //! opensrv-mysql cannot; `sql.rs` reads our statements and runs SQLite's.
 
-mod api16;
 mod kill;
 mod sql;
 mod wire;
@@ -32,14 +31,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opensrv_mysql::{
-    AsyncMysqlIntermediary, AsyncMysqlShim, Column, ColumnFlags, ColumnType, ErrorKind,
-    InitWriter, OkResponse, ParamParser, QueryResultWriter, StatementMetaWriter,
+    AsyncMysqlIntermediary, AsyncMysqlShim, Column, ColumnFlags, ColumnType, ErrorKind, InitWriter,
+    OkResponse, ParamParser, QueryResultWriter, StatementMetaWriter,
 };
 use rusqlite::Connection;
-use sqlkiller::StatementId;
+use sqlkiller::{ProcessList, SessionPhase, SqlKiller, StatementId};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::api16::{ProcessList, SessionPhase};
 use crate::sql::{Cell, Command, Reply};
 use crate::wire::{Door, Out};
 
@@ -148,7 +146,12 @@ async fn run(args: Args) -> io::Result<()> {
 }
 
 /// Serves one client connection from its handshake to its end.
-async fn connection(server: &Arc<Server>, sock: TcpStream, peer: SocketAddr, id: u32) -> io::Result<()> {
+async fn connection(
+    server: &Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    id: u32,
+) -> io::Result<()> {
     let conn_id = u64::from(id);
     // A second handle on the socket, for the liveness probe.
     let sock = sock.into_std()?;
@@ -193,7 +196,7 @@ async fn connection(server: &Arc<Server>, sock: TcpStream, peer: SocketAddr, id:
 /// One connection's session, as opensrv-mysql drives it.
 struct Session {
     id: u32,
-    killer: Arc<api16::Session>,
+    killer: Arc<SqlKiller>,
     db: Arc<Mutex<Connection>>,
     server: Arc<Server>,
     door: Door,
@@ -211,7 +214,7 @@ impl Session {
                     affected: u64::from(killed),
                     last_insert_id: 0,
                 },
-                Err((code, state, message)) => Reply::Error(code, state, message),
+                Err(e) => Reply::Error(e.code(), e.sqlstate(), e.to_string()),
             }),
             Command::ShowProcessList => Box::new(move || processlist(&server)),
             Command::SetMaxExecutionTime(ms) => {
@@ -226,9 +229,7 @@ impl Session {
                 Box::new(move || variables(&names, limit))
             }
             Command::Empty => Box::new(|| Reply::Error(1065, "42000", "Query was empty".into())),
-            Command::Invalid(message) => {
-                Box::new(move || Reply::Error(1064, "42000", message))
-            }
+            Command::Invalid(message) => Box::new(move || Reply::Error(1064, "42000", message)),
             Command::Commit | Command::Sql { .. } => {
                 let db = Arc::clone(&self.db);
                 let query = query.to_string();
@@ -241,7 +242,13 @@ impl Session {
     }
 
     fn set_query(&self, query: Option<(StatementId, String)>) {
-        if let Some(meta) = self.server.meta.lock().unwrap().get_mut(&u64::from(self.id)) {
+        if let Some(meta) = self
+            .server
+            .meta
+            .lock()
+            .unwrap()
+            .get_mut(&u64::from(self.id))
+        {
             meta.query = query;
         }
     }
@@ -270,7 +277,11 @@ impl Session {
             }
             Ok(Some(Reply::Error(code, state, message))) => (code, state, message),
             Err(kill) => (kill.code(), kill.sqlstate(), kill.to_string()),
-            Ok(None) => (1105, "HY000", "internal error: the statement panicked".into()),
+            Ok(None) => (
+                1105,
+                "HY000",
+                "internal error: the statement panicked".into(),
+            ),
             Ok(Some(Reply::Interrupted)) => (
                 1317,
                 "70100",
@@ -300,8 +311,16 @@ impl AsyncMysqlShim<Out> for Session {
         user == b"root" && (auth.is_empty() || auth == [0])
     }
 
-    async fn on_prepare<'a>(&'a mut self, _: &'a str, info: StatementMetaWriter<'a, Out>) -> io::Result<()> {
-        info.error(ErrorKind::ER_UNSUPPORTED_PS, b"prepared statements are not supported".as_slice()).await
+    async fn on_prepare<'a>(
+        &'a mut self,
+        _: &'a str,
+        info: StatementMetaWriter<'a, Out>,
+    ) -> io::Result<()> {
+        info.error(
+            ErrorKind::ER_UNSUPPORTED_PS,
+            b"prepared statements are not supported".as_slice(),
+        )
+        .await
     }
 
     async fn on_execute<'a>(
@@ -310,7 +329,12 @@ impl AsyncMysqlShim<Out> for Session {
         _: ParamParser<'a>,
         results: QueryResultWriter<'a, Out>,
     ) -> io::Result<()> {
-        results.error(ErrorKind::ER_UNSUPPORTED_PS, b"prepared statements are not supported".as_slice()).await
+        results
+            .error(
+                ErrorKind::ER_UNSUPPORTED_PS,
+                b"prepared statements are not supported".as_slice(),
+            )
+            .await
     }
 
     async fn on_close<'a>(&'a mut self, _: u32) {}
@@ -319,7 +343,11 @@ impl AsyncMysqlShim<Out> for Session {
         writer.ok().await
     }
 
-    async fn on_query<'a>(&'a mut self, query: &'a str, results: QueryResultWriter<'a, Out>) -> io::Result<()> {
+    async fn on_query<'a>(
+        &'a mut self,
+        query: &'a str,
+        results: QueryResultWriter<'a, Out>,
+    ) -> io::Result<()> {
         let command = sql::parse(query);
         let limit = match command {
             Command::Sql { select: true } => self.max_execution_time,
@@ -355,7 +383,11 @@ fn column_type<'c>(cells: impl Iterator<Item = &'c Cell>) -> ColumnType {
     }
 }
 
-async fn write_rows(results: QueryResultWriter<'_, Out>, names: &[String], rows: &[Vec<Cell>]) -> io::Result<()> {
+async fn write_rows(
+    results: QueryResultWriter<'_, Out>,
+    names: &[String],
+    rows: &[Vec<Cell>],
+) -> io::Result<()> {
     let columns: Vec<Column> = names
         .iter()
         .enumerate()
@@ -385,12 +417,26 @@ async fn write_rows(results: QueryResultWriter<'_, Out>, names: &[String], rows:
 /// SHOW PROCESSLIST: MySQL's eight columns, then the query id that
 /// `KILL QUERY ID` takes and how long ago a kill landed on the statement.
 fn processlist(server: &Server) -> Reply {
-    let meta = server.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let meta = server
+        .meta
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let columns = [
-        "Id", "User", "Host", "db", "Command", "Time", "State", "Info", "Query_id", "Killed_ms",
+        "Id",
+        "User",
+        "Host",
+        "db",
+        "Command",
+        "Time",
+        "State",
+        "Info",
+        "Query_id",
+        "Killed_ms",
     ];
     let text = |s: &str| Cell::Text(s.to_string());
-    let number = |n: Option<u64>| n.map_or(Cell::Null, |n| Cell::Int(n.min(i64::MAX as u64) as i64));
+    let number =
+        |n: Option<u64>| n.map_or(Cell::Null, |n| Cell::Int(n.min(i64::MAX as u64) as i64));
     let rows = server
         .list
         .snapshot()
@@ -405,13 +451,18 @@ fn processlist(server: &Server) -> Reply {
                 SessionPhase::Idle => ("Sleep", String::new()),
                 SessionPhase::Running => ("Query", "executing".to_string()),
                 SessionPhase::Killed(signal) => ("Query", format!("killed: {signal:?}")),
+                _ => ("Query", String::new()),
             };
             vec![
                 number(Some(p.conn_id)),
                 text("root"),
                 meta.map_or(Cell::Null, |m| text(&m.host)),
                 text("main"),
-                text(if p.session_killed { "Killed" } else { command }),
+                text(if p.session_killed.is_some() {
+                    "Killed"
+                } else {
+                    command
+                }),
                 number(Some(p.time_in_statement.as_secs())),
                 Cell::Text(state),
                 info,

@@ -71,11 +71,13 @@ fn parse_kill(words: &[&str]) -> Command {
 
 fn parse_set(lower: &str) -> Command {
     let assignment = squeeze(&lower["set".len()..]);
-    let value = ["session", "@@session.", "@@", ""].iter().find_map(|prefix| {
-        assignment
-            .strip_prefix(prefix)?
-            .strip_prefix("max_execution_time=")
-    });
+    let value = ["session", "@@session.", "@@", ""]
+        .iter()
+        .find_map(|prefix| {
+            assignment
+                .strip_prefix(prefix)?
+                .strip_prefix("max_execution_time=")
+        });
     match value.map(str::parse::<u64>) {
         Some(Ok(ms)) => Command::SetMaxExecutionTime(ms),
         _ => Command::Invalid(
@@ -146,7 +148,11 @@ impl Reply {
             _ => {
                 let text = e.to_string();
                 if text.contains("syntax error") || text.contains("incomplete input") {
-                    Reply::Error(1064, "42000", format!("You have an error in your SQL syntax: {text}"))
+                    Reply::Error(
+                        1064,
+                        "42000",
+                        format!("You have an error in your SQL syntax: {text}"),
+                    )
                 } else {
                     Reply::Error(1105, "HY000", text)
                 }
@@ -211,16 +217,31 @@ mod tests {
     #[test]
     fn parses_our_statements() {
         assert_eq!(parse("kill 3"), Command::Kill(Target::Connection(3)));
-        assert_eq!(parse("KILL CONNECTION 3;"), Command::Kill(Target::Connection(3)));
+        assert_eq!(
+            parse("KILL CONNECTION 3;"),
+            Command::Kill(Target::Connection(3))
+        );
         assert_eq!(parse("kill  query 4"), Command::Kill(Target::Query(4)));
         assert_eq!(parse("KILL QUERY ID 5"), Command::Kill(Target::QueryId(5)));
         assert!(matches!(parse("KILL QUERY x"), Command::Invalid(_)));
         assert!(matches!(parse("KILL"), Command::Invalid(_)));
         assert_eq!(parse("show full processlist"), Command::ShowProcessList);
-        assert_eq!(parse("SET max_execution_time = 250"), Command::SetMaxExecutionTime(250));
-        assert_eq!(parse("set session max_execution_time=0"), Command::SetMaxExecutionTime(0));
-        assert_eq!(parse("SET @@max_execution_time = 7"), Command::SetMaxExecutionTime(7));
-        assert!(matches!(parse("SET max_execution_time = -1"), Command::Invalid(_)));
+        assert_eq!(
+            parse("SET max_execution_time = 250"),
+            Command::SetMaxExecutionTime(250)
+        );
+        assert_eq!(
+            parse("set session max_execution_time=0"),
+            Command::SetMaxExecutionTime(0)
+        );
+        assert_eq!(
+            parse("SET @@max_execution_time = 7"),
+            Command::SetMaxExecutionTime(7)
+        );
+        assert!(matches!(
+            parse("SET max_execution_time = -1"),
+            Command::Invalid(_)
+        ));
         assert_eq!(parse("select connection_id ( )"), Command::ConnectionId);
         assert_eq!(
             parse("select @@version_comment limit 1"),
@@ -229,7 +250,10 @@ mod tests {
         assert_eq!(parse("COMMIT"), Command::Commit);
         assert_eq!(parse(" ; "), Command::Empty);
         assert_eq!(parse("SELECT 1"), Command::Sql { select: true });
-        assert_eq!(parse("insert into t values (1)"), Command::Sql { select: false });
+        assert_eq!(
+            parse("insert into t values (1)"),
+            Command::Sql { select: false }
+        );
     }
 
     #[test]
@@ -239,8 +263,17 @@ mod tests {
             Reply::Rows { rows, .. } => assert_eq!(rows, vec![vec![Cell::Int(10), Cell::Int(55)]]),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(execute(&db, "INSERT INTO t VALUES (11)"), Reply::Done { affected: 1, .. }));
-        assert!(matches!(execute(&db, "SELEC 1"), Reply::Error(1064, "42000", _)));
-        assert!(matches!(execute(&db, "SELECT * FROM nope"), Reply::Error(1105, "HY000", _)));
+        assert!(matches!(
+            execute(&db, "INSERT INTO t VALUES (11)"),
+            Reply::Done { affected: 1, .. }
+        ));
+        assert!(matches!(
+            execute(&db, "SELEC 1"),
+            Reply::Error(1064, "42000", _)
+        ));
+        assert!(matches!(
+            execute(&db, "SELECT * FROM nope"),
+            Reply::Error(1105, "HY000", _)
+        ));
     }
 }
