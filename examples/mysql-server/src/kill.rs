@@ -65,8 +65,8 @@ pub async fn statement<T: Send + 'static>(
     }
     let section = immune.then(|| killer.kill_immune());
     let out = tokio::task::spawn_blocking(work).await.ok();
+    drop(section); // ended after the section, a kill that landed inside it is reported: logged, not sent
     let ended = killer.end_statement_async().await;
-    drop(section);
     if let (true, Err(e)) = (immune, &ended) {
         eprintln!(
             "conn {}: {e}: a kill landed in a kill-immune COMMIT, which completed",

@@ -31,21 +31,34 @@ pub enum Command {
 
 /// Reads `query` (MySQL's keywords are case-insensitive).
 pub fn parse(query: &str) -> Command {
-    let text = query.trim().trim_end_matches(';').trim();
-    let lower = text.to_ascii_lowercase();
+    let lower = without_comments(query).to_ascii_lowercase();
+    let lower = lower.trim().trim_end_matches(';').trim();
     let words: Vec<&str> = lower.split_whitespace().collect();
     match words.as_slice() {
         [] => Command::Empty,
         ["kill", rest @ ..] => parse_kill(rest),
         ["show", "processlist"] | ["show", "full", "processlist"] => Command::ShowProcessList,
-        ["set", ..] if lower.contains("max_execution_time") => parse_set(&lower),
+        ["set", ..] if lower.contains("max_execution_time") => parse_set(lower),
         ["commit"] | ["commit", "work"] => Command::Commit,
-        _ if squeeze(&lower) == "selectconnection_id()" => Command::ConnectionId,
+        _ if squeeze(lower) == "selectconnection_id()" => Command::ConnectionId,
         _ if lower.starts_with("select @@") => parse_variables(&lower["select".len()..]),
         [first, ..] => Command::Sql {
             select: *first == "select" || first.starts_with("select("),
         },
     }
+}
+
+/// `query` with its `/* ... */` comments blanked out.
+fn without_comments(query: &str) -> String {
+    let mut text = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(start) = rest.find("/*") {
+        text.push_str(&rest[..start]);
+        text.push(' ');
+        rest = rest[start + 2..].find("*/").map_or("", |end| &rest[start + 2 + end + 2..]);
+    }
+    text.push_str(rest);
+    text
 }
 
 fn squeeze(text: &str) -> String {
@@ -147,7 +160,10 @@ impl Reply {
             Some(ErrorCode::OperationInterrupted) => Reply::Interrupted,
             _ => {
                 let text = e.to_string();
-                if text.contains("syntax error") || text.contains("incomplete input") {
+                let syntax = ["syntax error", "incomplete input", "unrecognized token"];
+                if text.contains("SQL is empty") {
+                    Reply::Error(1065, "42000", "Query was empty".into())
+                } else if syntax.iter().any(|s| text.contains(s)) {
                     Reply::Error(
                         1064,
                         "42000",
@@ -248,6 +264,9 @@ mod tests {
             Command::Variables(vec!["version_comment".into()])
         );
         assert_eq!(parse("COMMIT"), Command::Commit);
+        assert_eq!(parse("commit /* c1s2 */;"), Command::Commit);
+        assert_eq!(parse("/* x */ KILL /* y */ 4"), Command::Kill(Target::Connection(4)));
+        assert_eq!(parse("SELECT 1 /* unterminated"), Command::Sql { select: true });
         assert_eq!(parse(" ; "), Command::Empty);
         assert_eq!(parse("SELECT 1"), Command::Sql { select: true });
         assert_eq!(
