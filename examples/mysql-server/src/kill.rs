@@ -10,41 +10,27 @@
 //! - a connection that ends when its session is killed, even while idle.
 
 use std::future::Future;
-use std::io::ErrorKind::WouldBlock;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{sql::Target, wire::client_alive};
 use rusqlite::Connection;
-use sqlkiller::{
-    KillError, KillOutcome, KillSignal, ProcessList, ProcessListError, SqlKiller, StatementId,
-};
+use sqlkiller::{KillError, KillOutcome, KillSignal, ProcessList, ProcessListError, SqlKiller};
 
-/// Opens session `conn_id`: kills interrupt `db`; `client` is probed every 100 ms of a statement.
-pub fn open(
-    list: &ProcessList,
-    conn_id: u64,
-    db: &mut Connection,
-    client: TcpStream,
-) -> Option<Arc<SqlKiller>> {
-    let killer = Arc::new(list.register(conn_id).ok()?);
+/// A session's owner, shared with its SQLite checkpoint.
+pub type Owner = Arc<SqlKiller>;
+
+/// Opens session `id`: kills interrupt `db`; `client` is probed every 100 ms of a statement.
+pub fn open(list: &ProcessList, id: u64, db: &mut Connection, client: TcpStream) -> Option<Owner> {
+    let killer = Arc::new(list.register(id).ok()?);
     let interrupt = db.get_interrupt_handle();
     let _ = killer.set_session_cancel_hook(move |_| interrupt.interrupt());
     killer.set_probe_interval(Duration::from_millis(100));
-    let _ = killer.set_connection_alive_probe(move || {
-        let mut buf = [0; 5]; // a hang-up reads as end of file or as a COM_QUIT packet
-        let alive = match client.peek(&mut buf) {
-            Ok(n) => n > 0 && buf != [1, 0, 0, 0, 1],
-            Err(e) => e.kind() == WouldBlock,
-        };
-        if !alive {
-            eprintln!("conn {conn_id}: the client hung up; its statement is killed");
-        }
-        alive
-    });
-    let owner = Arc::clone(&killer);
-    db.progress_handler(1000, Some(move || owner.handle_signal().is_err()))
-        .ok()?;
+    let _ = killer.set_connection_alive_probe(move || client_alive(&client, id));
+    let owner = Arc::clone(&killer); // the checkpoint, which also runs the probe when due
+    let checkpoint = move || owner.handle_signal().is_err();
+    db.progress_handler(1000, Some(checkpoint)).ok()?;
     Some(killer)
 }
 
@@ -56,7 +42,7 @@ pub async fn statement<T: Send + 'static>(
     killer: &SqlKiller,
     limit: Option<Duration>,
     immune: bool,
-    started: impl FnOnce(StatementId),
+    started: impl FnOnce(sqlkiller::StatementId),
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<Option<T>, KillError> {
     started(killer.start_statement_async().await?);
@@ -65,25 +51,17 @@ pub async fn statement<T: Send + 'static>(
     }
     let section = immune.then(|| killer.kill_immune());
     let out = tokio::task::spawn_blocking(work).await.ok();
-    drop(section); // ended after the section, a kill that landed inside it is reported: logged, not sent
-    let ended = killer.end_statement_async().await;
-    if let (true, Err(e)) = (immune, &ended) {
-        eprintln!(
-            "conn {}: {e}: a kill landed in a kill-immune COMMIT, which completed",
-            killer.conn_id()
-        );
+    drop(section); // ended after the section, a kill that landed in it is reported: logged, not sent
+    match killer.end_statement_async().await {
+        Err(e) if immune => {
+            eprintln!(
+                "conn {}: {e}: absorbed by a kill-immune COMMIT",
+                killer.conn_id()
+            );
+            Ok(out)
+        }
+        ended => ended.map(|()| out),
     }
-    ended
-        .or_else(|e| if immune { Ok(()) } else { Err(e) })
-        .map(|()| out)
-}
-
-/// What a `KILL` statement aims at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    Query(u64),
-    QueryId(u64),
-    Connection(u64),
 }
 
 /// `KILL ...`: whether it killed a statement (not: the session was idle, or
@@ -104,8 +82,5 @@ pub fn kill(list: &ProcessList, target: Target) -> Result<bool, ProcessListError
 /// Serves a connection until `serve` ends or its session is killed.
 pub async fn serve_until_killed(killer: &SqlKiller, serve: impl Future<Output = ()>) {
     let killed = killer.session_killed();
-    tokio::select! {
-        () = serve => {}
-        _ = killed => {}
-    }
+    tokio::select! { () = serve => {}, _ = killed => {} }
 }

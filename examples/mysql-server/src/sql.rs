@@ -4,7 +4,16 @@
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 
-use crate::kill::Target;
+/// What a `KILL` statement aims at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `KILL QUERY <connection id>`.
+    Query(u64),
+    /// `KILL QUERY ID <query id>` (MariaDB).
+    QueryId(u64),
+    /// `KILL [CONNECTION] <connection id>`.
+    Connection(u64),
+}
 
 /// One statement, as the front end dispatches it.
 #[derive(Debug, PartialEq)]
@@ -55,7 +64,9 @@ fn without_comments(query: &str) -> String {
     while let Some(start) = rest.find("/*") {
         text.push_str(&rest[..start]);
         text.push(' ');
-        rest = rest[start + 2..].find("*/").map_or("", |end| &rest[start + 2 + end + 2..]);
+        rest = rest[start + 2..]
+            .find("*/")
+            .map_or("", |end| &rest[start + 2 + end + 2..]);
     }
     text.push_str(rest);
     text
@@ -265,8 +276,14 @@ mod tests {
         );
         assert_eq!(parse("COMMIT"), Command::Commit);
         assert_eq!(parse("commit /* c1s2 */;"), Command::Commit);
-        assert_eq!(parse("/* x */ KILL /* y */ 4"), Command::Kill(Target::Connection(4)));
-        assert_eq!(parse("SELECT 1 /* unterminated"), Command::Sql { select: true });
+        assert_eq!(
+            parse("/* x */ KILL /* y */ 4"),
+            Command::Kill(Target::Connection(4))
+        );
+        assert_eq!(
+            parse("SELECT 1 /* unterminated"),
+            Command::Sql { select: true }
+        );
         assert_eq!(parse(" ; "), Command::Empty);
         assert_eq!(parse("SELECT 1"), Command::Sql { select: true });
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Error packets that opensrv-mysql cannot write.
+//! Socket-level pieces: the error packets that opensrv-mysql cannot write,
+//! and a look at whether the client is still there.
 //!
 //! opensrv-mysql writes an error only from its `ErrorKind`, an enum of the
 //! codes up to 1885 whose SQLSTATE it derives itself: there is no 3024
@@ -10,6 +11,7 @@
 //! opensrv flushes at the end of the command.
 
 use std::io;
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -100,4 +102,20 @@ impl AsyncWrite for Out {
         ready!(this.poll_door(cx))?;
         Pin::new(&mut this.sock).poll_shutdown(cx)
     }
+}
+
+/// Whether the client is still connected, without reading anything: its
+/// end of the socket is open (nothing to read yet, or a next command), not
+/// closed nor reset. A `COM_QUIT` waiting to be read counts as gone. Needs
+/// `sock` non-blocking (a clone of a tokio socket is).
+pub fn client_alive(sock: &TcpStream, conn_id: u64) -> bool {
+    let mut head = [0; 5];
+    let alive = match sock.peek(&mut head) {
+        Ok(n) => n > 0 && head != [1, 0, 0, 0, 1],
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    };
+    if !alive {
+        eprintln!("conn {conn_id}: the client hung up; its statement is killed");
+    }
+    alive
 }

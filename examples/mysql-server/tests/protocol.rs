@@ -23,15 +23,25 @@ async fn kill_query_sends_1317_and_the_connection_stays_usable() {
     assert_eq!(admin.affected_rows(), 1, "the kill landed on a statement");
     let (result, mut victim) = running.await.unwrap();
     let (code, state, message) = server_error(result.unwrap_err());
-    assert_eq!((code, state.as_str(), message.as_str()), (1317, "70100", INTERRUPTED));
+    assert_eq!(
+        (code, state.as_str(), message.as_str()),
+        (1317, "70100", INTERRUPTED)
+    );
 
     // The connection works, and a KILL QUERY on it while idle changes
     // nothing: not its next statement either (TiDB #65447).
     let n: Option<i64> = victim.query_first("SELECT count(*) FROM t").await.unwrap();
     assert_eq!(n, Some(100_000));
     admin.query_drop(format!("KILL QUERY {id}")).await.unwrap();
-    assert_eq!(admin.affected_rows(), 0, "an idle session has nothing to kill");
-    let n: Option<i64> = victim.query_first("SELECT count(*) FROM t WHERE x > 10").await.unwrap();
+    assert_eq!(
+        admin.affected_rows(),
+        0,
+        "an idle session has nothing to kill"
+    );
+    let n: Option<i64> = victim
+        .query_first("SELECT count(*) FROM t WHERE x > 10")
+        .await
+        .unwrap();
     assert_eq!(n, Some(99_990));
     let own: Option<u32> = victim.query_first("SELECT CONNECTION_ID()").await.unwrap();
     assert_eq!(own, Some(id));
@@ -45,22 +55,41 @@ async fn kill_query_id_hits_only_its_statement_and_a_stale_one_is_refused() {
     let id = victim.id();
 
     let first = tokio::spawn(async move { (victim.query_drop(ENDLESS).await, victim) });
-    let old = wait_running(&mut admin, id, ENDLESS).await.query_id.unwrap();
-    admin.query_drop(format!("KILL QUERY ID {old}")).await.unwrap();
+    let old = wait_running(&mut admin, id, ENDLESS)
+        .await
+        .query_id
+        .unwrap();
+    admin
+        .query_drop(format!("KILL QUERY ID {old}"))
+        .await
+        .unwrap();
     let (result, mut victim) = first.await.unwrap();
     assert_eq!(server_error(result.unwrap_err()).0, 1317);
 
     // The same statement again, now under a new query id.
     let second = tokio::spawn(async move { (victim.query_drop(ENDLESS).await, victim) });
-    let new = wait_running(&mut admin, id, ENDLESS).await.query_id.unwrap();
+    let new = wait_running(&mut admin, id, ENDLESS)
+        .await
+        .query_id
+        .unwrap();
     assert_ne!(new, old);
-    let stale = admin.query_drop(format!("KILL QUERY ID {old}")).await.unwrap_err();
+    let stale = admin
+        .query_drop(format!("KILL QUERY ID {old}"))
+        .await
+        .unwrap_err();
     let (code, state, message) = server_error(stale);
     assert_eq!((code, state.as_str()), (1957, "HY000"));
     assert_eq!(message, format!("Unknown query id: {old}"));
     let row = wait_running(&mut admin, id, ENDLESS).await;
-    assert_eq!((row.query_id, row.state.as_str()), (Some(new), "executing"), "untouched");
-    admin.query_drop(format!("KILL QUERY ID {new}")).await.unwrap();
+    assert_eq!(
+        (row.query_id, row.state.as_str()),
+        (Some(new), "executing"),
+        "untouched"
+    );
+    admin
+        .query_drop(format!("KILL QUERY ID {new}"))
+        .await
+        .unwrap();
     let (result, _) = second.await.unwrap();
     assert_eq!(server_error(result.unwrap_err()).0, 1317);
 }
@@ -69,12 +98,20 @@ async fn kill_query_id_hits_only_its_statement_and_a_stale_one_is_refused() {
 async fn max_execution_time_sends_3024_to_selects() {
     let server = Server::start(100_000);
     let mut conn = server.connect().await;
-    conn.query_drop("SET max_execution_time = 100").await.unwrap();
-    let limit: Option<i64> = conn.query_first("SELECT @@max_execution_time").await.unwrap();
+    conn.query_drop("SET max_execution_time = 100")
+        .await
+        .unwrap();
+    let limit: Option<i64> = conn
+        .query_first("SELECT @@max_execution_time")
+        .await
+        .unwrap();
     assert_eq!(limit, Some(100));
     let err = conn.query_drop(ENDLESS).await.unwrap_err();
     let (code, state, message) = server_error(err);
-    assert_eq!((code, state.as_str(), message.as_str()), (3024, "HY000", TIMED_OUT));
+    assert_eq!(
+        (code, state.as_str(), message.as_str()),
+        (3024, "HY000", TIMED_OUT)
+    );
     // Not a SELECT: not limited (as MySQL, which limits read-only SELECTs).
     conn.query_drop("CREATE TABLE c AS SELECT count(*) AS n FROM t a, t b WHERE a.x <= 40")
         .await
@@ -89,8 +126,15 @@ async fn max_execution_time_sends_3024_to_selects() {
 /// Polls until `conn_id` has left the process list.
 async fn wait_gone(admin: &mut mysql_async::Conn, conn_id: u32) {
     let start = Instant::now();
-    while processlist(admin).await.iter().any(|p| p.id == u64::from(conn_id)) {
-        assert!(start.elapsed() < Duration::from_secs(60), "conn {conn_id} never left");
+    while processlist(admin)
+        .await
+        .iter()
+        .any(|p| p.id == u64::from(conn_id))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "conn {conn_id} never left"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -105,21 +149,33 @@ async fn kill_connection_closes_the_victim() {
     let id = idle.id();
     admin.query_drop(format!("KILL {id}")).await.unwrap();
     wait_gone(&mut admin, id).await;
-    assert!(idle.query_drop("SELECT 1").await.is_err(), "its connection is closed");
+    assert!(
+        idle.query_drop("SELECT 1").await.is_err(),
+        "its connection is closed"
+    );
 
     // Running.
     let mut busy = server.connect().await;
     let id = busy.id();
     let running = tokio::spawn(async move { busy.query_drop(ENDLESS).await });
     wait_running(&mut admin, id, ENDLESS).await;
-    admin.query_drop(format!("KILL CONNECTION {id}")).await.unwrap();
-    assert!(running.await.unwrap().is_err(), "the statement ends with the connection");
+    admin
+        .query_drop(format!("KILL CONNECTION {id}"))
+        .await
+        .unwrap();
+    assert!(
+        running.await.unwrap().is_err(),
+        "the statement ends with the connection"
+    );
     wait_gone(&mut admin, id).await;
 
     // Unknown.
     let err = admin.query_drop("KILL 4242").await.unwrap_err();
     let (code, state, message) = server_error(err);
-    assert_eq!((code, state.as_str(), message.as_str()), (1094, "HY000", "Unknown thread id: 4242"));
+    assert_eq!(
+        (code, state.as_str(), message.as_str()),
+        (1094, "HY000", "Unknown thread id: 4242")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +212,11 @@ async fn a_client_that_hangs_up_has_its_statement_killed() {
     let said = format!("conn {id}: the client hung up; its statement is killed");
     let start = Instant::now();
     while !server.log().contains(&said) {
-        assert!(start.elapsed() < Duration::from_secs(10), "log: {:?}", server.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "log: {:?}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -213,9 +273,13 @@ async fn bad_input_gets_mysql_errors() {
 async fn transactions_commit() {
     let server = Server::start(10);
     let mut conn = server.connect().await;
-    conn.query_drop("CREATE TABLE log(v INTEGER)").await.unwrap();
+    conn.query_drop("CREATE TABLE log(v INTEGER)")
+        .await
+        .unwrap();
     conn.query_drop("BEGIN").await.unwrap();
-    conn.query_drop("INSERT INTO log VALUES (1), (2)").await.unwrap();
+    conn.query_drop("INSERT INTO log VALUES (1), (2)")
+        .await
+        .unwrap();
     assert_eq!(conn.affected_rows(), 2);
     conn.query_drop("COMMIT").await.unwrap();
     let rows: Vec<(i64, Option<String>, f64)> = conn
