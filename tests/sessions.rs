@@ -1478,3 +1478,237 @@ fn an_async_owner_operation_dropped_while_waiting() {
         assert_eq!(killer.handle_signal(), Ok(()));
     });
 }
+
+// ---- races --------------------------------------------------------------------------
+
+/// Catches: a session kill racing statement starts and ends that lets a
+/// statement start after it returned, leaves the statement it says it
+/// killed unkilled, or kills one without saying so (the kill and a start
+/// must see each other: SPEC §9 "every later statement start fails").
+#[test]
+fn a_session_kill_racing_starts_and_ends() {
+    within("session kills racing boundaries", HANG, || {
+        for round in 0..300 {
+            let killer = SqlKiller::new();
+            let handle = killer.handle();
+            let go = Arc::new(std::sync::Barrier::new(2));
+            let g = Arc::clone(&go);
+            let killing = thread::spawn(move || {
+                g.wait();
+                for _ in 0..round % 7 {
+                    thread::yield_now();
+                }
+                let outcome = handle.kill_session(QueryInterrupted, "KILL");
+                (outcome, handle.statement())
+            });
+            go.wait();
+            let mut history = Vec::new();
+            let refused = loop {
+                match killer.start_statement() {
+                    Ok(id) => {
+                        thread::yield_now();
+                        history.push((id, killer.end_statement()));
+                    }
+                    Err(err) => break err,
+                }
+            };
+            let (outcome, _) = killing.join().unwrap();
+            assert_eq!(outcome, KillOutcome::Sent);
+            assert_eq!(refused, KillError::QueryInterrupted);
+            // Only the last statement can have been killed, and by this kill.
+            let (last, rest) = history
+                .split_last()
+                .map_or((None, &[][..]), |(l, r)| (Some(l), r));
+            assert!(rest.iter().all(|(_, ended)| ended.is_ok()), "{history:?}");
+            if let Some((_, ended)) = last {
+                assert!(
+                    ended.is_ok() || *ended == Err(KillError::QueryInterrupted),
+                    "{ended:?}"
+                );
+            }
+            assert!(killer.start_statement().is_err());
+        }
+    });
+}
+
+/// Catches: a session hook installed while a kill lands that runs twice
+/// for it (by the kill and by the install) or not at all (each saw nothing
+/// of the other: TiDB PR #70608's bug, for the session hook).
+#[test]
+fn a_session_hook_install_racing_a_kill_runs_exactly_once() {
+    within("session hook installs racing kills", HANG, || {
+        let killer = SqlKiller::new();
+        for round in 0..500 {
+            killer.start_statement().unwrap();
+            let handle = killer.handle();
+            let killing = thread::spawn(move || {
+                for _ in 0..round % 5 {
+                    thread::yield_now();
+                }
+                handle.send_kill_signal(QueryInterrupted)
+            });
+            for _ in 0..round % 3 {
+                thread::yield_now();
+            }
+            let runs = Arc::new(AtomicUsize::new(0));
+            let r = Arc::clone(&runs);
+            let status = killer.set_session_cancel_hook(move |_| {
+                r.fetch_add(1, SeqCst);
+            });
+            assert_eq!(killing.join().unwrap(), KillOutcome::Sent);
+            assert_eq!(runs.load(SeqCst), 1, "round {round}: {status:?}");
+            assert_ne!(status, HookStatus::Stale);
+            assert!(killer.end_statement().is_err());
+            killer.clear_session_cancel_hook();
+        }
+    });
+}
+
+/// Catches: a lost wake-up between a ticket's registration and the
+/// statement's end on another thread, or between a session-kill waiter's
+/// registration and the kill.
+#[test]
+fn tickets_and_session_waiters_racing_the_end_and_the_kill() {
+    within("tickets racing ends", HANG, || {
+        for round in 0..300 {
+            let killer = SqlKiller::new();
+            let stmt = killer.start_statement().unwrap();
+            let handle = killer.handle();
+            let waiting = thread::spawn(move || {
+                let mut ticket = handle.ticket(stmt);
+                ticket.wait();
+                let mut killed = handle.session_killed();
+                killed.wait()
+            });
+            for _ in 0..round % 4 {
+                thread::yield_now();
+            }
+            killer.end_statement().unwrap();
+            for _ in 0..round % 3 {
+                thread::yield_now();
+            }
+            let _ = killer.kill_session(MaxExecTimeExceeded, "");
+            assert_eq!(
+                waiting.join().unwrap(),
+                Some(KillError::MaxExecTimeExceeded)
+            );
+        }
+    });
+}
+
+/// Catches: an `_async` owner operation that misses the wake-up of a kill
+/// it waits for when the kill's hook ends on another thread at any moment
+/// (on a multi-thread runtime, the owner task moving between workers).
+#[test]
+fn async_owner_operations_racing_kills_with_hooks() {
+    within("async owner operations racing kills", HANG, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let killer = Arc::new(SqlKiller::new());
+        let hook_runs = Arc::new(AtomicUsize::new(0));
+        let owner = Arc::clone(&killer);
+        let runs = Arc::clone(&hook_runs);
+        let killed = rt.block_on(async move {
+            let mut killed = 0;
+            for round in 0..300usize {
+                owner.start_statement_async().await.unwrap();
+                // A statement hook (runs at most once per statement; the
+                // session hook's second run after a section is the bug
+                // pinned by `a_kill_immune_section_after_the_kill_...`).
+                let h = Arc::clone(&runs);
+                let _ = owner.set_cancel_hook(move || {
+                    for _ in 0..3 {
+                        thread::yield_now();
+                    }
+                    h.fetch_add(1, SeqCst);
+                });
+                let handle = owner.handle();
+                let killing = thread::spawn(move || handle.send_kill_signal(QueryInterrupted));
+                if round % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                match round % 3 {
+                    0 => {
+                        let guard = owner.kill_immune_async().await;
+                        assert_eq!(owner.handle_signal(), Ok(()));
+                        drop(guard);
+                    }
+                    _ => tokio::task::yield_now().await,
+                }
+                if owner.end_statement_async().await.is_err() {
+                    killed += 1;
+                }
+                let _ = killing.join().unwrap();
+            }
+            killed
+        });
+        assert_eq!(
+            hook_runs.load(SeqCst),
+            killed,
+            "the hook ran, and was over, once per statement the kill hit"
+        );
+    });
+}
+
+/// Catches: a ticket or session waiter on a session whose owner drops it
+/// on another thread exactly as the wait starts (the close must complete
+/// every waiter).
+#[test]
+fn waiters_racing_the_owners_drop() {
+    within("waiters racing the owner's drop", HANG, || {
+        for round in 0..300 {
+            let killer = SqlKiller::new();
+            let stmt = killer.start_statement().unwrap();
+            let handle = killer.handle();
+            let waiting = thread::spawn(move || {
+                let mut ticket = handle.ticket(stmt);
+                let mut killed = handle.session_killed();
+                ticket.wait();
+                killed.wait()
+            });
+            for _ in 0..round % 4 {
+                thread::yield_now();
+            }
+            drop(killer);
+            assert_eq!(waiting.join().unwrap(), None);
+        }
+    });
+}
+
+/// Catches: `end_statement` or `start_statement` called from inside the
+/// session's own kill (a hook holding an `Arc` of its owner) that waits
+/// for itself and hangs, instead of panicking as `reset` does there.
+#[test]
+fn owner_boundaries_from_inside_the_sessions_own_kill_panic_instead_of_hanging() {
+    for start in [false, true] {
+        within("a boundary inside its own kill", HANG, move || {
+            let killer = Arc::new(SqlKiller::new());
+            killer.start_statement().unwrap();
+            let inside = Arc::clone(&killer);
+            let (report, reported) = mpsc::channel();
+            let _ = killer.set_session_cancel_hook(move |_| {
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    if start {
+                        inside.start_statement().map(drop)
+                    } else {
+                        inside.end_statement()
+                    }
+                }));
+                let _ = report.send(outcome.map_err(|p| panic_message(&*p)));
+            });
+            assert_eq!(
+                killer.handle().send_kill_signal(QueryInterrupted),
+                KillOutcome::Sent
+            );
+            let message = reported.recv().unwrap().unwrap_err();
+            assert!(
+                message.contains("from inside this killer's own"),
+                "{message}"
+            );
+            assert_eq!(killer.end_statement(), Err(KillError::QueryInterrupted));
+            killer.clear_session_cancel_hook(); // the hook holds the owner: a cycle
+        });
+    }
+}
