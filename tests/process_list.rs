@@ -914,3 +914,57 @@ fn a_closing_session_is_not_listed_as_running() {
     );
     assert_eq!(rows[0].query_id, None, "{:?}", rows[0]);
 }
+
+/// Catches: `KILL QUERY ID n` that finds statement n and then kills
+/// whatever runs when the kill lands (the check-then-act of Databend's
+/// and GreptimeDB's KILL): the session ends n and starts the next between
+/// the lookup and the kill, as fast as it can, while the killer aims at
+/// the number it just read.
+#[test]
+fn kill_query_id_racing_a_session_that_ends_and_starts_at_full_speed() {
+    within("kill_query_id racing boundaries", HANG, || {
+        let list = ProcessList::new();
+        let session = list.register(1).unwrap();
+        let handle = list.handle(1).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let owner = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut killed = HashMap::new();
+                while !stop.load(SeqCst) {
+                    let id = session.start_statement().unwrap();
+                    if let Err(KillError::RunawayQueryExceeded { detail }) = session.end_statement()
+                    {
+                        killed.insert(id, detail.into_owned());
+                    }
+                }
+                killed
+            })
+        };
+        let mut sent = Vec::new();
+        for n in 0..20_000u64 {
+            let number = handle.statement().as_u64();
+            let reason = n.to_string();
+            match list.kill_query_id(number, RunawayQueryExceeded, &reason) {
+                Ok(kill) => match kill.outcome {
+                    KillOutcome::Sent | KillOutcome::AlreadyKilled(_) => {
+                        let stmt = kill.statement.unwrap();
+                        assert_eq!(stmt.as_u64(), number, "another statement was hit");
+                        if kill.outcome == KillOutcome::Sent {
+                            sent.push((stmt, reason));
+                        }
+                    }
+                    KillOutcome::Stale => assert_eq!(kill.statement, None),
+                    KillOutcome::Idle => panic!("KILL QUERY ID {number} found the session idle"),
+                },
+                Err(err) => assert_eq!(err, ProcessListError::NoSuchQuery(number)),
+            }
+        }
+        stop.store(true, SeqCst);
+        let killed = owner.join().unwrap();
+        assert_eq!(sent.len(), killed.len());
+        for (stmt, reason) in sent {
+            assert_eq!(killed.get(&stmt), Some(&reason), "{stmt:?}");
+        }
+    });
+}
