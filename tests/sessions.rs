@@ -294,6 +294,42 @@ fn max_execution_time_never_fires_while_idle_and_does_during_a_statement() {
     assert_eq!(killer.end_statement(), Err(KillError::MaxExecTimeExceeded));
 }
 
+/// Catches: a liveness probe that keeps its schedule across the idle
+/// phase: due while idle (a dead-client probe run between commands), or
+/// due early in the next statement because the interval counted from the
+/// last one (SPEC §9: ending a statement disarms its probe, starting one
+/// arms it).
+#[test]
+fn the_probe_is_disarmed_while_idle_and_rearmed_at_the_start() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    let probes = Arc::new(AtomicUsize::new(0));
+    let p = Arc::clone(&probes);
+    let _ = killer.set_connection_alive_probe(move || {
+        p.fetch_add(1, SeqCst);
+        false // the client is gone
+    });
+    killer.set_probe_interval(SEC);
+    killer.start_statement().unwrap();
+    clock.advance(Duration::from_millis(900));
+    killer.end_statement().unwrap();
+    clock.advance(10 * SEC);
+    assert_eq!(killer.handle_signal(), Ok(()));
+    assert_eq!(probes.load(SeqCst), 0, "no probe in the idle phase");
+    killer.start_statement().unwrap();
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(
+        killer.handle_signal(),
+        Ok(()),
+        "a full interval from the start"
+    );
+    assert_eq!(probes.load(SeqCst), 0);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(killer.handle_signal(), Err(KillError::QueryInterrupted));
+    assert_eq!(probes.load(SeqCst), 1);
+    assert_eq!(killer.end_statement(), Err(KillError::QueryInterrupted));
+}
+
 /// Catches: the idle phase's id (what `statement()` reads while idle) being
 /// the next statement's id, so a kill or hook aimed at it from a stale
 /// `SHOW PROCESSLIST` lands on the next statement.
