@@ -966,3 +966,23 @@ fn kill_query_id_racing_a_session_that_ends_and_starts_at_full_speed() {
         }
     });
 }
+
+/// Catches (mutation testing): `is_empty` and the `Debug` forms that do
+/// not look at the list.
+#[test]
+fn is_empty_and_debug_show_the_list() {
+    let list = ProcessList::new();
+    assert!(list.is_empty());
+    let session = list.register(5).unwrap();
+    assert!(!list.is_empty());
+    assert_eq!(format!("{list:?}"), "ProcessList { sessions: 1 }");
+    session.start_statement().unwrap();
+    let kill = list.kill_query(5, QueryInterrupted, "").unwrap();
+    let shown = format!("{kill:?}");
+    assert!(
+        shown.starts_with("Kill { outcome: Sent, statement: Some("),
+        "{shown}"
+    );
+    drop(session);
+    assert!(list.is_empty());
+}
