@@ -530,3 +530,64 @@ fn async_end_waits_for_a_hook_on_another_thread() {
         },
     );
 }
+
+/// A session kill with a reason races `reset` (a server that only marks
+/// starts): whichever comes first, the statement that runs after both is
+/// killed and reports the session kill's reason (I4 for statements born
+/// killed: the reason is written under the lock, with the CAS).
+#[test]
+fn session_kill_races_reset_and_the_reason_survives() {
+    check(
+        "session_kill_races_reset_and_the_reason_survives",
+        None,
+        &["reset first", "session kill first"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let first = killer.statement();
+            let handle = killer.handle();
+            let t = thread::spawn(move || handle.kill_session(RunawayQueryExceeded, "quota"));
+            let cleared = killer.reset();
+            assert_eq!(t.join().unwrap(), KillOutcome::Sent);
+            seen.saw(if cleared.is_some() {
+                "session kill first"
+            } else {
+                "reset first"
+            });
+            assert_ne!(killer.statement(), first);
+            let err = killer.handle_signal().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "Query execution was interrupted, identified as runaway query [quota]"
+            );
+        },
+    );
+}
+
+/// A session kill races the statement's end, with a task waiting for the
+/// session kill: the waiter is always woken (loom reports a deadlock
+/// otherwise), the end reports the kill only if it landed first, and no
+/// statement starts after.
+#[test]
+fn session_kill_races_statement_end_with_a_waiter() {
+    check(
+        "session_kill_races_statement_end_with_a_waiter",
+        Some(3),
+        &["killed the statement", "found it idle"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            killer.start_statement().unwrap();
+            let mut killed = killer.session_killed();
+            let handle = killer.handle();
+            let t = thread::spawn(move || handle.kill_session(QueryInterrupted, ""));
+            let ended = killer.end_statement();
+            assert_eq!(killed.wait().map(|e| e.code()), Some(1317));
+            assert_eq!(t.join().unwrap(), KillOutcome::Sent);
+            seen.saw(if ended.is_err() {
+                "killed the statement"
+            } else {
+                "found it idle"
+            });
+            assert!(killer.start_statement().is_err());
+        },
+    );
+}
