@@ -14,6 +14,18 @@
 //! `root` without a password, and prints `listening on 127.0.0.1:PORT` as
 //! its first line on stdout. Its log goes to stderr.
 //!
+//! Besides SQLite's SQL it reads `KILL [QUERY | CONNECTION] <conn>`,
+//! `KILL QUERY ID <n>` (MariaDB), `SHOW [FULL] PROCESSLIST` (MySQL's eight
+//! columns, then `Query_id`, the number `KILL QUERY ID` takes, and
+//! `Killed_ms`, how long ago a kill landed on a statement that has not
+//! ended), `SET max_execution_time = <ms>`, `SELECT CONNECTION_ID()` and
+//! `SELECT @@var`. `max_execution_time` limits the statements that start
+//! with SELECT, as MySQL limits read-only SELECTs. A `KILL` answers with
+//! one affected row if it stopped a statement, none if there was nothing
+//! to stop. A COMMIT runs in a kill-immune section. A client that hangs up
+//! is found by the liveness probe (a look at its socket every 100 ms of a
+//! running statement), which kills its statement.
+//!
 //! The kill wiring is all in `kill.rs`; `wire.rs` writes the error packets
 //! opensrv-mysql cannot; `sql.rs` reads our statements and runs SQLite's.
 
@@ -35,7 +47,7 @@ use opensrv_mysql::{
     OkResponse, ParamParser, QueryResultWriter, StatementMetaWriter,
 };
 use rusqlite::Connection;
-use sqlkiller::{ProcessList, SessionPhase, SqlKiller, StatementId};
+use sqlkiller::{ProcessList, SessionPhase, StatementId};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::sql::{Cell, Command, Reply};
@@ -84,6 +96,14 @@ struct Server {
     list: ProcessList,
     meta: Mutex<HashMap<u64, Meta>>,
     rows: u64,
+}
+
+impl Server {
+    fn meta(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Meta>> {
+        self.meta
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 fn main() -> ExitCode {
@@ -140,7 +160,7 @@ async fn run(args: Args) -> io::Result<()> {
             if let Err(e) = connection(&server, sock, peer, id).await {
                 eprintln!("conn {id}: {e}");
             }
-            server.meta.lock().unwrap().remove(&u64::from(id));
+            server.meta().remove(&u64::from(id));
         });
     }
 }
@@ -153,19 +173,21 @@ async fn connection(
     id: u32,
 ) -> io::Result<()> {
     let conn_id = u64::from(id);
+    // opensrv-mysql writes a result set as several small packets: without
+    // this, Nagle's algorithm holds the last ones for the client's delayed ACK.
+    sock.set_nodelay(true)?;
     // A second handle on the socket, for the liveness probe.
     let sock = sock.into_std()?;
     let probe = sock.try_clone()?;
     let sock = TcpStream::from_std(sock)?;
     let rows = server.rows;
-    let db = tokio::task::spawn_blocking(move || sql::seeded_database(rows))
+    let mut db = tokio::task::spawn_blocking(move || sql::seeded_database(rows))
         .await
         .map_err(io::Error::other)?
         .map_err(io::Error::other)?;
-    let mut db = db;
     let killer = kill::open(&server.list, conn_id, &mut db, probe)
         .ok_or_else(|| io::Error::other("connection id already registered"))?;
-    server.meta.lock().unwrap().insert(
+    server.meta().insert(
         conn_id,
         Meta {
             host: peer.to_string(),
@@ -196,7 +218,7 @@ async fn connection(
 /// One connection's session, as opensrv-mysql drives it.
 struct Session {
     id: u32,
-    killer: Arc<SqlKiller>,
+    killer: kill::Owner,
     db: Arc<Mutex<Connection>>,
     server: Arc<Server>,
     door: Door,
@@ -242,13 +264,7 @@ impl Session {
     }
 
     fn set_query(&self, query: Option<(StatementId, String)>) {
-        if let Some(meta) = self
-            .server
-            .meta
-            .lock()
-            .unwrap()
-            .get_mut(&u64::from(self.id))
-        {
+        if let Some(meta) = self.server.meta().get_mut(&u64::from(self.id)) {
             meta.query = query;
         }
     }
@@ -417,11 +433,7 @@ async fn write_rows(
 /// SHOW PROCESSLIST: MySQL's eight columns, then the query id that
 /// `KILL QUERY ID` takes and how long ago a kill landed on the statement.
 fn processlist(server: &Server) -> Reply {
-    let meta = server
-        .meta
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let meta = server.meta().clone();
     let columns = [
         "Id",
         "User",
