@@ -118,6 +118,10 @@ mod clock;
 mod state;
 mod table;
 
+// The kill drill, for integrators' tests (the `testing` feature).
+#[cfg(feature = "testing")]
+pub mod drill;
+
 // The vocabulary and the facade.
 mod error;
 mod log;

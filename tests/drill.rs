@@ -1,0 +1,1 @@
+//! The kill drill on test engines and on SQLite.
