@@ -239,11 +239,14 @@ impl Drill {
         {
             let over = counted.over_budget(budget);
             if let Some(gap) = counted.longest.as_ref().filter(|_| over > 0) {
-                report.fail(KillPoint::Unkilled, Failure::GapOverBudget {
-                    gap: gap.clone(),
-                    budget,
-                    gaps_over: over,
-                });
+                report.fail(
+                    KillPoint::Unkilled,
+                    Failure::GapOverBudget {
+                        gap: gap.clone(),
+                        budget,
+                        gaps_over: over,
+                    },
+                );
             }
         }
         if counted.seen == 0 {
@@ -384,7 +387,12 @@ impl Drill {
             report.fail(point, Failure::StartedKilled);
         }
         if !run.delivered {
-            report.fail(point, Failure::NotReached { checkpoints: run.seen });
+            report.fail(
+                point,
+                Failure::NotReached {
+                    checkpoints: run.seen,
+                },
+            );
         } else if run.outcome != Some(KillOutcome::Sent) {
             report.fail(point, Failure::NotDelivered(run.outcome));
         } else {
@@ -420,10 +428,13 @@ impl Drill {
         if !run.immune {
             report.most_after_kill = report.most_after_kill.max(further);
             if further > self.checkpoints_after_kill {
-                report.fail(point, Failure::Overran {
-                    further,
-                    bound: self.checkpoints_after_kill,
-                });
+                report.fail(
+                    point,
+                    Failure::Overran {
+                        further,
+                        bound: self.checkpoints_after_kill,
+                    },
+                );
             }
         }
         if let Err(message) = statement.invariant(output) {
@@ -711,7 +722,10 @@ impl fmt::Display for DrillReport {
         let which = if at == self.checkpoints {
             "every checkpoint".to_string()
         } else {
-            format!("an even sample of {at} of the {} checkpoints", self.checkpoints)
+            format!(
+                "an even sample of {at} of the {} checkpoints",
+                self.checkpoints
+            )
         };
         writeln!(
             f,
@@ -800,9 +814,7 @@ impl Recorder {
 
     fn tick(&self) -> u64 {
         match &self.clock {
-            Clock::Monotonic => {
-                u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-            }
+            Clock::Monotonic => u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX),
             Clock::Work { read, .. } => read(),
         }
     }
@@ -833,7 +845,12 @@ impl Recorder {
         state.last_tick = now;
         state.last_location = Some(at);
         if state.delivered_at.is_some() {
-            state.after_kill += 1;
+            // A checkpoint that still sees the kill: the error of an
+            // earlier one was swallowed. (One that no longer sees it ran
+            // after the kill was lost, which the output shows.)
+            if self.handle.kill_signal().is_some() {
+                state.after_kill += 1;
+            }
         } else if n == 1 && self.handle.kill_signal().is_some() {
             state.started_killed = true;
         }

@@ -23,7 +23,7 @@ pub fn seed() -> u64 {
     std::env::var("SHUTTLE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5_17_C0DE)
+        .unwrap_or(0x0517_C0DE)
 }
 
 /// The iterations per scheduler: `n`, scaled by `SHUTTLE_SCALE` (a
@@ -78,6 +78,46 @@ fn config(persistence: FailurePersistence) -> Config {
     config
 }
 
+/// The two schedulers every scenario runs under.
+#[derive(Clone, Copy, Debug)]
+enum Scheduled {
+    Random,
+    Pct,
+}
+
+impl Scheduled {
+    /// Runs `scenario` under this scheduler, seeded with `seed`, for the
+    /// budget's iterations.
+    fn run(
+        self,
+        seed: u64,
+        budget: Budget,
+        scenario: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::thread::Result<usize> {
+        match self {
+            Scheduled::Random => run_with(
+                RandomScheduler::new_from_seed(seed, iterations(budget.random)),
+                FailurePersistence::Print,
+                scenario,
+            ),
+            Scheduled::Pct => run_with(
+                PctScheduler::new_from_seed(seed, budget.depth, iterations(budget.pct)),
+                FailurePersistence::Print,
+                scenario,
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Scheduled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scheduled::Random => "random",
+            Scheduled::Pct => "PCT",
+        })
+    }
+}
+
 fn run_with(
     scheduler: impl Scheduler + 'static,
     persistence: FailurePersistence,
@@ -104,33 +144,10 @@ pub fn explore(
     let recorder = Arc::clone(&outcomes);
     let scenario: Arc<dyn Fn() + Send + Sync> = Arc::new(move || scenario(&recorder));
     let seed = seed();
-    let (random, pct) = (iterations(budget.random), iterations(budget.pct));
-    let runs: [(&str, Box<dyn FnOnce() -> std::thread::Result<usize>>); 2] = [
-        ("random", {
-            let scenario = Arc::clone(&scenario);
-            Box::new(move || {
-                run_with(
-                    RandomScheduler::new_from_seed(seed, random),
-                    FailurePersistence::Print,
-                    scenario,
-                )
-            })
-        }),
-        ("pct", {
-            let scenario = Arc::clone(&scenario);
-            Box::new(move || {
-                run_with(
-                    PctScheduler::new_from_seed(seed, budget.depth, pct),
-                    FailurePersistence::Print,
-                    scenario,
-                )
-            })
-        }),
-    ];
-    for (scheduler, run) in runs {
+    for scheduler in [Scheduled::Random, Scheduled::Pct] {
         let start = Instant::now();
         let before = schedules();
-        match run() {
+        match scheduler.run(seed, budget, Arc::clone(&scenario)) {
             Ok(executions) => eprintln!(
                 "shuttle scenario {name}: {scheduler} scheduler, seed {seed}: passed, \
                  {executions} executions, {:.2?}",
@@ -181,24 +198,12 @@ pub fn assert_found(
     static ONE_TWIN: Mutex<()> = Mutex::new(());
     let _one = ONE_TWIN.lock().unwrap_or_else(|p| p.into_inner());
     let seed = seed();
-    let persistence = FailurePersistence::Print;
     let before = schedules();
     let start = Instant::now();
     let mut found = None;
-    for scheduler in ["random", "pct"] {
+    for scheduler in [Scheduled::Random, Scheduled::Pct] {
         executions.store(0, Ordering::Relaxed);
-        let outcome = quietly(|| match scheduler {
-            "random" => run_with(
-                RandomScheduler::new_from_seed(seed, iterations(budget.random)),
-                persistence.clone(),
-                Arc::clone(&scenario),
-            ),
-            _ => run_with(
-                PctScheduler::new_from_seed(seed, budget.depth, iterations(budget.pct)),
-                persistence.clone(),
-                Arc::clone(&scenario),
-            ),
-        });
+        let outcome = quietly(|| scheduler.run(seed, budget, Arc::clone(&scenario)));
         if let Err(panic) = outcome {
             found = Some((scheduler, message(&panic)));
             break;
@@ -236,7 +241,9 @@ pub fn assert_found(
             "replaying twin {name}'s schedule failed differently: {:?}",
             message(&panic)
         ),
-        Ok(_) => panic!("replaying twin {name}'s schedule passed: the failure is not deterministic"),
+        Ok(_) => {
+            panic!("replaying twin {name}'s schedule passed: the failure is not deterministic")
+        }
     }
     eprintln!("shuttle twin {name}: the replayed schedule fails the same way");
     for file in schedules().difference(&before) {

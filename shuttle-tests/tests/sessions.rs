@@ -273,18 +273,19 @@ fn deadlines_on_a_timer_thread(outcomes: &Outcomes, sessions: usize, deadlines: 
         let (clock, done, watched) = (clock.clone(), Arc::clone(&done), Arc::clone(&watched));
         owners.push(thread::spawn(move || {
             let killer = SqlKiller::with_clock(&clock);
-            let arm = |timeout: Duration| {
-                let id = killer.statement();
-                let armed_at = clock.elapsed();
-                match deadlines {
-                    Deadlines::CratesTimer => killer.set_statement_timeout(timeout),
-                    Deadlines::WatchdogKillsTheCurrentStatement => watched
-                        .lock()
-                        .unwrap()
-                        .push((killer.handle(), id, armed_at + timeout)),
-                }
-                armed_at
-            };
+            let arm =
+                |timeout: Duration| {
+                    let id = killer.statement();
+                    let armed_at = clock.elapsed();
+                    match deadlines {
+                        Deadlines::CratesTimer => killer.set_statement_timeout(timeout),
+                        Deadlines::WatchdogKillsTheCurrentStatement => watched
+                            .lock()
+                            .unwrap()
+                            .push((killer.handle(), id, armed_at + timeout)),
+                    }
+                    armed_at
+                };
             // Statement 1: a few checkpoints, then it ends, perhaps killed.
             let armed_at = arm(FIRST_DEADLINE);
             let seen_at_checkpoint = (0..12).any(|_| killer.handle_signal().is_err());
@@ -423,7 +424,7 @@ fn async_waiters(outcomes: &Outcomes, sessions: usize, subscribe: Subscribe) {
                 let waiter = match subscribe {
                     Subscribe::ForTheStatement => {
                         let event = handle.kill_event_owned_for(id);
-                        shuttle::future::spawn(async move { event.await })
+                        shuttle::future::spawn(event)
                     }
                     Subscribe::ToTheCurrentStatementWhenItRuns => {
                         let handle = handle.clone();
