@@ -297,8 +297,15 @@ fn deadlines_on_a_timer_thread(outcomes: &Outcomes, sessions: usize, deadlines: 
                     "deadline fired early, on the first statement"
                 );
             }
-            // Statement 2: waits for its deadline on a kill event.
+            // Statement 2: waits for its deadline on a kill event. Its
+            // cancel hook makes the timer hand the kill's serving to a
+            // thread of its own.
             let armed_at = arm(SECOND_DEADLINE);
+            let hook_ran = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&hook_ran);
+            let _ = killer.set_cancel_hook(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
             let woke = killer.kill_event().wait();
             assert_eq!(woke, WaitOutcome::Killed(KillSignal::MaxExecTimeExceeded));
             assert!(
@@ -306,6 +313,11 @@ fn deadlines_on_a_timer_thread(outcomes: &Outcomes, sessions: usize, deadlines: 
                 "deadline fired early, on the second statement"
             );
             assert_eq!(killer.reset(), Some(KillSignal::MaxExecTimeExceeded));
+            assert_eq!(
+                hook_ran.load(Ordering::SeqCst),
+                1,
+                "the deadline's hook had not run once when reset returned"
+            );
             done.fetch_add(1, Ordering::SeqCst);
             (seen_at_checkpoint, first.is_some())
         }));
