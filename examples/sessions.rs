@@ -3,12 +3,13 @@
 //! dead-client probe, wired the way a SQL server would wire them.
 //!
 //! - SQLite's progress handler calls `handle_signal`: the checkpoint.
-//! - The cancel hook calls SQLite's interrupt handle, so a kill stops the
-//!   statement even between checkpoints.
-//! - `reset` runs at every statement start.
-//! - A process list maps connection ids to `KillHandle`s; an admin thread
-//!   reads a session's statement (as SHOW PROCESSLIST would), waits, and
-//!   sends `KILL QUERY <id>` for exactly that statement.
+//! - The session's cancel hook calls SQLite's interrupt handle, so a kill
+//!   stops the statement even between checkpoints.
+//! - `start_statement` and `end_statement` bracket every statement; between
+//!   them the session is idle, and `end_statement` returns the kill.
+//! - The crate's `ProcessList` holds the sessions; an admin thread reads
+//!   `SHOW PROCESSLIST`, waits, and sends `KILL QUERY ID <n>` for exactly
+//!   the statement it showed, and looks for stuck kills.
 //! - Half the sessions run with `max_execution_time`, from the crate's
 //!   deadlines.
 //! - A liveness probe serves a client that hangs up.
@@ -25,7 +26,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode};
-use sqlkiller::{KillError, KillHandle, KillOutcome, KillSignal, SqlKiller, StatementId};
+use sqlkiller::{
+    KillError, KillOutcome, KillSignal, ProcessList, ProcessListError, SqlKiller, StatementId,
+};
 
 const USAGE: &str = "usage: sessions [--duration SECONDS] [--sessions N] [--seed N]
   --duration SECONDS  how long to run (default 10, at most 3600)
@@ -100,15 +103,20 @@ struct Report {
     /// Kills that landed after the work was done (in a COMMIT's kill-immune
     /// section, or as the statement finished): reported, nothing to stop.
     reported_after_work: u64,
-    /// Kills that landed after a statement's last checkpoint: the next
-    /// `reset` returned them.
+    /// Kills that landed after a statement's last checkpoint:
+    /// `end_statement` returned them.
     cleared_by_reset: u64,
     /// Every statement that ended killed, with the code it returned.
     killed: HashMap<(u64, StatementId), u16>,
     /// `KILL QUERY`s that returned `Sent`, and those refused as `Stale`.
     admin_sent: Vec<(u64, StatementId)>,
     stale_refused: u64,
+    /// `KILL QUERY ID`s that found the session idle between statements.
+    idle_refused: u64,
     already_killed: u64,
+    /// Killed statements the admin saw still running 100 ms after their
+    /// kill (`ProcessList::stuck`).
+    stuck_seen: u64,
     hang_ups: u64,
     violations: Vec<String>,
 }
@@ -118,29 +126,27 @@ struct Session {
     conn_id: u64,
     db: Connection,
     killer: Arc<SqlKiller>,
-    interrupt: Arc<rusqlite::InterruptHandle>,
     client_alive: Arc<AtomicBool>,
     has_deadline: bool,
     rng: Rng,
-    /// The last statement, checked against what the next `reset` returns.
-    last: Option<Last>,
+    /// When the session's cancel hook last ran (cleared at each start).
+    hook_ran: Arc<Mutex<Option<Instant>>>,
 }
 
-/// What a statement recorded, for the `reset` that ends it.
+/// What a statement recorded, for the `end_statement` that ends it.
 struct Last {
     stmt: StatementId,
     started: Instant,
     /// The signal it reported, if it was killed.
     reported: Option<KillSignal>,
-    /// When its cancel hook ran.
-    hook_ran: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Session {
     fn open(
         conn_id: u64,
         seed: u64,
-        process_list: &Mutex<HashMap<u64, (KillHandle, Arc<AtomicBool>)>>,
+        list: &ProcessList,
+        clients: &Mutex<HashMap<u64, Arc<AtomicBool>>>,
     ) -> Session {
         let mut db = Connection::open_in_memory().expect("open SQLite");
         db.execute_batch(
@@ -150,8 +156,7 @@ impl Session {
              CREATE TABLE log(id INTEGER PRIMARY KEY, v INTEGER);",
         )
         .expect("set up SQLite");
-        let killer = Arc::new(SqlKiller::new());
-        killer.set_conn_id(conn_id);
+        let killer = Arc::new(list.register(conn_id).expect("a new connection id"));
         // The checkpoint: SQLite calls this every 1,000 virtual-machine steps.
         let check = Arc::clone(&killer);
         db.progress_handler(1_000, Some(move || check.handle_signal().is_err()))
@@ -165,19 +170,27 @@ impl Session {
         killer.set_probe_interval(PROBE_INTERVAL);
         let alive = Arc::clone(&client_alive);
         let _probe = killer.set_connection_alive_probe(move || alive.load(SeqCst));
-        process_list
+        clients
             .lock()
             .unwrap()
-            .insert(conn_id, (killer.handle(), Arc::clone(&client_alive)));
+            .insert(conn_id, Arc::clone(&client_alive));
+        // The cancel hook of every statement: a kill interrupts SQLite at
+        // once, and stamps the time.
+        let interrupt = Arc::new(db.get_interrupt_handle());
+        let hook_ran: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (stamp, stop) = (Arc::clone(&hook_ran), Arc::clone(&interrupt));
+        let _ = killer.set_session_cancel_hook(move |_signal| {
+            *stamp.lock().unwrap() = Some(Instant::now());
+            stop.interrupt();
+        });
         Session {
             conn_id,
-            interrupt: Arc::new(db.get_interrupt_handle()),
             db,
             killer,
             client_alive,
             has_deadline,
             rng: Rng(seed ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
-            last: None,
+            hook_ran,
         }
     }
 
@@ -186,22 +199,18 @@ impl Session {
         while Instant::now() < until {
             self.statement(report);
         }
-        self.boundary(report); // the session ends
     }
 
-    /// The statement boundary: `reset`, then check the statement it ended
-    /// against the signal it cleared. A kill that landed after the last
+    /// The end of a statement: `end_statement`, then check the statement
+    /// against the kill it returned. A kill that landed after the last
     /// checkpoint is reported here; one the statement reported must be
-    /// cleared here. Its hook ran if and only if it was killed, and before
-    /// `reset` returned (a checkpoint may stop the query before the hook
-    /// runs: `reset` waits for it).
-    fn boundary(&mut self, report: &Mutex<Report>) {
-        let cleared = self.killer.reset();
+    /// returned here. The hook ran if and only if it was killed, and before
+    /// `end_statement` returned (a checkpoint may stop the query before the
+    /// hook runs: `end_statement` waits for it).
+    fn end(&mut self, last: Last, report: &Mutex<Report>) {
+        let cleared = self.killer.end_statement().err().map(|e| e.signal());
         let reset_returned = Instant::now();
-        let Some(last) = self.last.take() else {
-            return;
-        };
-        let hook_ran = *last.hook_ran.lock().unwrap();
+        let hook_ran = self.hook_ran.lock().unwrap().take();
         let mut report = report.lock().unwrap();
         let stmt = last.stmt;
         match (last.reported, cleared) {
@@ -215,13 +224,13 @@ impl Session {
                 self.killed(&mut report, stmt, &err, last.started, at);
             }
             (reported, cleared) => report.violations.push(format!(
-                "conn {}: {stmt} reported {reported:?}, its reset cleared {cleared:?}",
+                "conn {}: {stmt} reported {reported:?}, its end returned {cleared:?}",
                 self.conn_id
             )),
         }
         match hook_ran {
             None if cleared.is_some() => report.violations.push(format!(
-                "conn {}: {stmt} was killed, and its hook had not run when the next reset returned",
+                "conn {}: {stmt} was killed, and its hook had not run when its end returned",
                 self.conn_id
             )),
             Some(_) if cleared.is_none() => report.violations.push(format!(
@@ -229,24 +238,21 @@ impl Session {
                 self.conn_id
             )),
             Some(at) if at > reset_returned => report.violations.push(format!(
-                "conn {}: {stmt}'s hook ran after the next reset returned",
+                "conn {}: {stmt}'s hook ran after its end returned",
                 self.conn_id
             )),
             _ => {}
         }
     }
 
-    fn statement(&mut self, report: &Mutex<Report>) {
+    fn statement(&mut self, report_lock: &Mutex<Report>) {
+        let report = report_lock;
         let started = Instant::now();
-        self.boundary(report);
-        let stmt = self.killer.statement();
-        // The cancel hook: a kill interrupts SQLite at once, and stamps the time.
-        let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let (stamp, interrupt) = (Arc::clone(&killed_at), Arc::clone(&self.interrupt));
-        let _ = self.killer.set_cancel_hook(move || {
-            *stamp.lock().unwrap() = Some(Instant::now());
-            interrupt.interrupt();
-        });
+        let stmt = self
+            .killer
+            .start_statement()
+            .expect("no session is killed as a whole here");
+        let killed_at = Arc::clone(&self.hook_ran);
         let result = match self.rng.below(3) {
             0 => self.recursive_count(),
             1 => self.big_join(),
@@ -286,12 +292,13 @@ impl Session {
                 self.conn_id
             )),
         }
-        self.last = Some(Last {
+        drop(report);
+        let last = Last {
             stmt,
             started,
             reported,
-            hook_ran: killed_at,
-        });
+        };
+        self.end(last, report_lock);
     }
 
     /// Records a killed statement and checks that its error fits its cause.
@@ -395,36 +402,44 @@ impl From<rusqlite::Error> for QueryError {
     }
 }
 
-/// The admin: `KILL QUERY` aimed at the statement a process list showed,
-/// and now and then a client that hangs up.
+/// The admin: `KILL QUERY ID` of the statement `SHOW PROCESSLIST`
+/// showed, a look for stuck kills, and now and then a client that hangs up.
 fn admin(
     until: Instant,
     seed: u64,
-    process_list: &Mutex<HashMap<u64, (KillHandle, Arc<AtomicBool>)>>,
+    list: &ProcessList,
+    clients: &Mutex<HashMap<u64, Arc<AtomicBool>>>,
     report: &Mutex<Report>,
 ) {
     let mut rng = Rng(seed.wrapping_mul(31) | 1);
     while Instant::now() < until {
         thread::sleep(Duration::from_millis(20 + rng.below(150)));
-        let (conn_id, handle, alive) = {
-            let list = process_list.lock().unwrap();
-            let conn_id = 1 + rng.below(list.len() as u64);
-            let (handle, alive) = &list[&conn_id];
-            (conn_id, handle.clone(), Arc::clone(alive))
-        };
+        let stuck = list.stuck(Duration::from_millis(100)).len() as u64;
+        report.lock().unwrap().stuck_seen += stuck;
+        let rows = list.snapshot(); // SHOW PROCESSLIST
+        let row = &rows[rng.below(rows.len() as u64) as usize];
         if rng.below(8) == 0 {
+            let alive = Arc::clone(&clients.lock().unwrap()[&row.conn_id]);
             alive.store(false, SeqCst); // the client hangs up
             report.lock().unwrap().hang_ups += 1;
             continue;
         }
-        let shown = handle.statement(); // SHOW PROCESSLIST
+        let (conn_id, shown) = (row.conn_id, row.statement);
         thread::sleep(Duration::from_millis(rng.below(40))); // the DBA types KILL
-        let outcome = handle.kill_statement(shown, KillSignal::QueryInterrupted);
+        let killed = match shown {
+            Some(stmt) => list.kill_query_id(stmt.as_u64(), KillSignal::QueryInterrupted, "admin"),
+            None => Err(ProcessListError::NoSuchQuery(0)), // listed idle
+        };
         let mut report = report.lock().unwrap();
-        match outcome {
-            KillOutcome::Sent => report.admin_sent.push((conn_id, shown)),
-            KillOutcome::Stale => report.stale_refused += 1,
-            _ => report.already_killed += 1,
+        match killed {
+            Ok(kill) => match (kill.outcome, shown) {
+                (KillOutcome::Sent, Some(stmt)) => report.admin_sent.push((conn_id, stmt)),
+                (KillOutcome::Stale, _) => report.stale_refused += 1,
+                _ => report.already_killed += 1,
+            },
+            // The statement shown has ended, or the session was listed idle.
+            Err(ProcessListError::NoSuchQuery(_)) if shown.is_none() => report.idle_refused += 1,
+            Err(_) => report.stale_refused += 1,
         }
     }
 }
@@ -448,16 +463,17 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "{} SQLite sessions for {:?} (seed {}): KILL QUERY from an admin thread, \
+        "{} SQLite sessions for {:?} (seed {}): KILL QUERY ID from an admin thread, \
          max_execution_time {MAX_EXECUTION_TIME:?} on even connections, clients that hang up",
         args.sessions, args.duration, args.seed
     );
     let start = Instant::now();
     let until = start + args.duration;
     let report = Mutex::new(Report::default());
-    let process_list = Mutex::new(HashMap::new());
+    let list = ProcessList::new();
+    let clients = Mutex::new(HashMap::new());
     let sessions: Vec<Session> = (1..=args.sessions as u64)
-        .map(|id| Session::open(id, args.seed, &process_list))
+        .map(|id| Session::open(id, args.seed, &list, &clients))
         .collect();
     let done = AtomicU64::new(0);
     thread::scope(|s| {
@@ -468,7 +484,7 @@ fn main() -> ExitCode {
                 done.fetch_add(1, SeqCst);
             });
         }
-        s.spawn(|| admin(until, args.seed, &process_list, &report));
+        s.spawn(|| admin(until, args.seed, &list, &clients, &report));
         while done.load(SeqCst) < args.sessions as u64 {
             thread::sleep(Duration::from_millis(250));
             let r = report.lock().unwrap();
@@ -514,7 +530,7 @@ fn main() -> ExitCode {
         r.reported_after_work
     );
     println!(
-        "  of which landed after the last checkpoint (returned by reset): {}",
+        "  of which landed after the last checkpoint (returned by end_statement): {}",
         r.cleared_by_reset
     );
     println!(
@@ -523,8 +539,16 @@ fn main() -> ExitCode {
         r.hang_ups
     );
     println!(
-        "stale kills refused:    {} (the statement had ended before the KILL)",
+        "stale kills refused:    {} (the statement shown had ended before the KILL)",
         r.stale_refused
+    );
+    println!(
+        "idle sessions skipped:  {} (listed between statements: nothing to kill)",
+        r.idle_refused
+    );
+    println!(
+        "stuck kills seen:       {} (killed 100 ms ago and still running)",
+        r.stuck_seen
     );
     println!(
         "kills that lost a race: {} (AlreadyKilled)",

@@ -6,11 +6,23 @@ use std::time::Duration;
 use crate::SqlKiller;
 
 impl SqlKiller {
-    /// Sets the session's `max_execution_time`: from the next statement on,
-    /// every statement that runs longer than `limit`, counted from the
-    /// `reset` that starts it, is killed with
+    /// Sets the session's statement time limit: from the next statement on,
+    /// **every** statement that runs longer than `limit`, counted from the
+    /// `reset` or [`start_statement`](SqlKiller::start_statement) that
+    /// starts it until the [`end_statement`](SqlKiller::end_statement) (or
+    /// next start) that ends it, is killed with
     /// [`MaxExecTimeExceeded`](crate::KillSignal::MaxExecTimeExceeded)
-    /// (error 3024). `None` or zero: no limit (MySQL's 0). A limit of
+    /// (error 3024). `None` or zero: no limit (MySQL's 0). Nothing runs in
+    /// the idle phase between an end and the next start.
+    ///
+    /// **The crate does not choose which statements are limited; you do.**
+    /// MySQL's `max_execution_time` applies to read-only `SELECT`s only
+    /// (not to `INSERT ... SELECT`, DDL or stored programs); TiDB's to
+    /// `SELECT`s too. To follow MySQL, set the limit before starting a
+    /// `SELECT` and clear it (`None`) before starting anything else, or use
+    /// [`set_statement_timeout`](SqlKiller::set_statement_timeout) on the
+    /// statements you limit. The limit read is the one set when the
+    /// statement starts. A limit of
     /// 2^64 - 1 ns (about 584 years) or more never fires and reads back as
     /// `Duration::MAX`; every shorter one reads back exactly.
     ///

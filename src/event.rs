@@ -159,7 +159,7 @@ impl KillEvent<'_> {
     fn new(shared: &Shared, target: Option<StatementId>) -> KillEvent<'_> {
         KillEvent {
             shared,
-            registration: shared.register(target),
+            registration: shared.register(target, false),
         }
     }
 }
@@ -167,7 +167,7 @@ impl KillEvent<'_> {
 impl OwnedKillEvent {
     fn new(shared: &Arc<Shared>, target: Option<StatementId>) -> OwnedKillEvent {
         OwnedKillEvent {
-            registration: shared.register(target),
+            registration: shared.register(target, false),
             shared: Arc::clone(shared),
         }
     }

@@ -10,6 +10,10 @@ impl SqlKiller {
     /// Any other thread (an RPC thread, a parallel worker) should name its
     /// statement with [`set_cancel_hook_for`]: a hook installed just after
     /// the owner's `reset` would otherwise belong to the next statement.
+    /// In the idle phase (after [`end_statement`](SqlKiller::end_statement))
+    /// no statement runs: the hook is refused as `Stale`. For a hook that
+    /// serves every statement, see
+    /// [`set_session_cancel_hook`](SqlKiller::set_session_cancel_hook).
     ///
     /// [`set_cancel_hook_for`]: SqlKiller::set_cancel_hook_for
     ///

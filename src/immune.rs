@@ -75,6 +75,22 @@ impl SqlKiller {
         }
     }
 
+    /// [`kill_immune`](SqlKiller::kill_immune) for an async owner: where
+    /// entering would block the thread (a kill that won just before is
+    /// still running its hook on another thread), it awaits instead. The
+    /// section has begun as soon as this is first polled: dropping the
+    /// future before it completes ends it again.
+    pub async fn kill_immune_async(&self) -> KillImmuneGuard<'_> {
+        let entered = self.shared.begin_section();
+        let guard = KillImmuneGuard {
+            killer: &self.shared,
+        };
+        if let Some(prev) = entered {
+            std::future::poll_fn(|cx| self.shared.poll_section_entered(prev, cx.waker())).await;
+        }
+        guard
+    }
+
     /// Whether the owner is inside a kill-immune section.
     pub fn is_kill_immune(&self) -> bool {
         self.shared.is_kill_immune()

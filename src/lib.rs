@@ -25,6 +25,51 @@
 //! [kill-immune sections](SqlKiller::kill_immune) for work past the point
 //! of no return.
 //!
+//! # Sessions
+//!
+//! A server's kill path does not end at one statement, and neither does
+//! the crate:
+//!
+//! - **An idle phase.** [`start_statement`](SqlKiller::start_statement) and
+//!   [`end_statement`](SqlKiller::end_statement) bracket each statement;
+//!   between them the session is idle: a `KILL QUERY` returns
+//!   [`KillOutcome::Idle`] and changes nothing, no deadline runs, and the
+//!   end returns the kill's error with the killer's reason. Servers that
+//!   only mark starts keep calling [`reset`](SqlKiller::reset) (below:
+//!   which to use).
+//! - **Session kills** (`KILL CONNECTION`): [`kill_session`](SqlKiller::kill_session)
+//!   kills the running statement and every later start;
+//!   [`session_killed`](SqlKiller::session_killed) waits for it.
+//! - **A session-wide cancel hook**, [`set_session_cancel_hook`](SqlKiller::set_session_cancel_hook),
+//!   for what serves every statement (SQLite's interrupt handle).
+//! - **Tickets**: [`KillHandle::ticket`] completes when a statement has
+//!   ended (`KILL QUERY ... SYNC`).
+//! - **A process list**, [`ProcessList`]: `KILL QUERY <conn>`, `KILL QUERY
+//!   ID <n>`, `KILL <conn>` and `SHOW PROCESSLIST`, each kill decided on
+//!   the session's word, so it lands on the statement running when it takes
+//!   effect, or on nothing; with a stuck-kill report.
+//! - **Async owners**: the `_async` forms of the operations that may wait
+//!   for a kill in flight ([`start_statement_async`](SqlKiller::start_statement_async),
+//!   [`end_statement_async`](SqlKiller::end_statement_async),
+//!   [`kill_immune_async`](SqlKiller::kill_immune_async)) await instead of
+//!   blocking a runtime thread. Every other owner operation is bounded: it
+//!   takes at most the side table's lock, which is never held across user
+//!   code.
+//!
+//! ## Which to use: `reset`, or `start_statement` and `end_statement`
+//!
+//! | your server | call | between statements |
+//! | --- | --- | --- |
+//! | marks only where statements start (TiDB's `ResetContextOfStmt`) | [`reset`](SqlKiller::reset) at each start | the last statement stays current: a late `KILL QUERY` returns `Sent` and kills nothing that runs, and the next `reset` clears it |
+//! | knows where statements start **and** end (a protocol loop) | [`start_statement`](SqlKiller::start_statement) and [`end_statement`](SqlKiller::end_statement) | the session is **idle**: a `KILL QUERY` returns [`KillOutcome::Idle`] and changes nothing, no deadline runs, and the end returns the kill's error with its reason |
+//!
+//! Prefer the second when you can: it is what MySQL and PostgreSQL do (a
+//! `KILL QUERY` on an idle connection is skipped "so that it doesn't affect
+//! the next command"; a cancel that arrives while PostgreSQL reads a
+//! command is ignored), and it is the only way a process list can say that
+//! a session is idle. The two mix: `reset` on an idle session starts a
+//! statement, `start_statement` on a running one ends it first.
+//!
 //! The same code runs natively and under `loom`, which checks every
 //! interleaving of the crate's invariants (I1 to I9: `docs/VERIFICATION.md`
 //! lists them with their models); the models live in the `loom-tests`
@@ -44,7 +89,7 @@
 //!
 //! | callback | runs on | a panic |
 //! | --- | --- | --- |
-//! | cancel hook | the killing thread ([`send_kill_signal`](SqlKiller::send_kill_signal) and friends, or a probe's kill); the installing thread if the statement was already killed; the owner, for a hook deferred by a kill-immune section | reaches that caller once the kill is published (`Killed`) and every waiter of it woke |
+//! | cancel hook, and the session's cancel hook | the killing thread ([`send_kill_signal`](SqlKiller::send_kill_signal) and friends, or a probe's kill); the installing thread if the statement was already killed; the owner, for a hook deferred by a kill-immune section | reaches that caller once the kill is published (`Killed`) and every waiter of it woke |
 //! | kill event's waker | the thread that killed or reset the statement, or the owner for a deferred kill | the same; the other wakers are still woken, the hook still runs |
 //! | liveness probe | the caller of [`handle_signal`](SqlKiller::handle_signal) or [`check_connection_alive`](SqlKiller::check_connection_alive) | reaches that caller; the probe stays installed |
 //! | finish function | the caller of [`finish_result_set`](SqlKiller::finish_result_set) | reaches that caller; the function is removed, a waiting [`clear_finish_func`](SqlKiller::clear_finish_func) is released |
@@ -70,7 +115,7 @@
 //!
 //! | call on K | from inside K's | does |
 //! | --- | --- | --- |
-//! | [`reset`](SqlKiller::reset) | kill (its hook or a waker), if `reset` would wait for that kill | panics: "reset called from inside this killer's own cancel hook or waker" |
+//! | [`reset`](SqlKiller::reset), [`start_statement`](SqlKiller::start_statement), [`end_statement`](SqlKiller::end_statement) and their `_async` forms | kill (its hook or a waker), if it would wait for that kill | panics: "reset called from inside this killer's own cancel hook or waker" |
 //! | dropping the [`SqlKiller`] (a callback held the last reference) | kill (its hook or a waker) | closes the session without waiting: kills are `Stale`, pending events complete with `Reset`, un-run hooks are dropped; the running kill completes |
 //! | [`kill_immune`](SqlKiller::kill_immune) | kill (its hook or a waker) | enters the section without waiting for the kill |
 //! | [`handle_signal`](SqlKiller::handle_signal), [`check_connection_alive`](SqlKiller::check_connection_alive) | probe | the probe is not run again (reported alive) |
@@ -106,7 +151,11 @@ mod handle;
 mod hook;
 mod immune;
 mod killer;
+mod lifecycle;
+mod list;
 mod probe;
+mod session;
+mod ticket;
 
 // The engine: the only code that acts on a session's shared block.
 mod engine;
@@ -134,10 +183,13 @@ pub use event::{KillEvent, OwnedKillEvent};
 pub use handle::KillHandle;
 pub use immune::KillImmuneGuard;
 pub use killer::SqlKiller;
+pub use list::{Kill, ProcessInfo, ProcessList, ProcessListError};
+pub use session::SessionKilled;
 pub use signal::{
-    HookStatus, InvalidKillSignal, KillOutcome, KillPhase, KillSignal, ProbeId, StatementId,
-    WaitOutcome, DEFAULT_PROBE_INTERVAL,
+    HookStatus, InvalidKillSignal, KillOutcome, KillPhase, KillSignal, ProbeId, SessionPhase,
+    StatementId, WaitOutcome, DEFAULT_PROBE_INTERVAL,
 };
+pub use ticket::Ticket;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -14,11 +14,17 @@
 compile_error!("sqlkiller: build with `--cfg loom` or `--cfg shuttle`, not both");
 
 #[cfg(loom)]
-pub(crate) use loom::sync::{atomic, Condvar, Mutex, MutexGuard};
+pub(crate) use loom::sync::{
+    atomic, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 #[cfg(shuttle)]
-pub(crate) use shuttle::sync::{atomic, Condvar, Mutex, MutexGuard};
+pub(crate) use shuttle::sync::{
+    atomic, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 #[cfg(not(any(loom, shuttle)))]
-pub(crate) use std::sync::{atomic, Condvar, Mutex, MutexGuard};
+pub(crate) use std::sync::{
+    atomic, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 #[cfg(loom)]
 pub(crate) use loom::thread_local;
@@ -64,6 +70,16 @@ pub(crate) mod thread {
 /// the data consistent (every section is a handful of moves).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Takes `rwlock`'s read lock, ignoring poison (see [`lock`]).
+pub(crate) fn read<T>(rwlock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    rwlock.read().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Takes `rwlock`'s write lock, ignoring poison (see [`lock`]).
+pub(crate) fn write<T>(rwlock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    rwlock.write().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// Waits on `condvar`, ignoring poison (see [`lock`]).

@@ -158,8 +158,26 @@ pub enum KillOutcome {
     Sent,
     /// Another kill won this statement first; this is its signal. Nothing changed.
     AlreadyKilled(KillSignal),
-    /// The targeted statement has already ended. Nothing changed.
+    /// The targeted statement has already ended (or the session is
+    /// closed). Nothing changed.
     Stale,
+    /// The session is idle, between statements: there is no current query
+    /// to kill. Nothing changed, and the next statement is not affected
+    /// (as MySQL skips a `KILL QUERY` on an idle connection). Only sessions
+    /// that mark statement ends ([`SqlKiller::end_statement`](crate::SqlKiller::end_statement))
+    /// are ever idle.
+    Idle,
+}
+
+/// Where a session is, as a process list shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionPhase {
+    /// Between statements.
+    Idle,
+    /// Running a statement that is not killed.
+    Running,
+    /// Running a statement killed with this signal, which has not ended yet.
+    Killed(KillSignal),
 }
 
 /// Where the current statement is in its life.

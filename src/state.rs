@@ -7,14 +7,17 @@
 //! proofs are about these transitions only.
 //!
 //! ```text
-//!  63           14     13       12     11    10    9      8     7    6       5      4..2    1       0
-//! +---------------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
-//! |  generation   |PROBE_DUE|CLOSED|PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
-//! +---------------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//!  63         19   18..16    15       14      13       12     11    10    9      8     7    6       5      4..2    1       0
+//! +-------------+---------+--------+-------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//! | generation  |SESSION  |SESSION |BETWEEN|PROBE_DUE|CLOSED|PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
+//! |             |signal   |_HOOK   |       |         |      |      |    |      |     |    |       |      |       |       |       |
+//! +-------------+---------+--------+-------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
 //!
 //!  Idle(g)       = KILLING clear                        (signal = 0)
 //!  Killing(g, s) = KILLING set, KILLED clear            (signal = s)
 //!  Killed(g, s)  = KILLING and KILLED set               (signal = s)
+//!  between statements (the session's idle phase) = BETWEEN set, always Idle(g)
+//!  session killed (KILL CONNECTION)              = session signal != 0, never cleared
 //! ```
 //!
 //! | transition | who | operation | why this one |
@@ -28,6 +31,8 @@
 //! | [`park_owner`](StateCell::park_owner) | owner, under the side-table lock | `fetch_or` | the winner's `KILLED` RMW sees `PARKED` and wakes it (I6) |
 //! | probe marks | owner; the timer for [`mark_probe_due`](StateCell::mark_probe_due) | `fetch_or` / `fetch_and` / a CAS that checks the generation | a probe of statement g never runs in g + 1 (I3) |
 //! | [`close`](StateCell::close) | the owner's drop inside its own callback | `fetch_or` | the session closes without waiting for the kill this thread runs |
+//! | [`transition_to_session_killed`](StateCell::transition_to_session_killed) | any killer | CAS loop | the session signal and the running statement's kill land in one step: a statement start sees both or neither |
+//! | [`arm_session_hook`](StateCell::arm_session_hook) | anyone, under the side-table lock | `fetch_or` | as `arm_hook`, for the hook that outlives statements |
 //!
 //! # Invariants
 //!
@@ -119,16 +124,30 @@ const CLOSED: u64 = 1 << 12;
 /// while the probe interval is zero); cleared when the probe runs, and by
 /// `reset`.
 const PROBE_DUE: u64 = 1 << 13;
+/// The session is between statements (its idle phase): a kill aimed at its
+/// current query finds nothing to kill. Set by `end_statement`, cleared by
+/// the next statement's start. Only ever set together with a new generation,
+/// so a kill by id of the statement that ended is `Stale`.
+const BETWEEN: u64 = 1 << 14;
+/// A session-wide cancel hook is installed in the side table. Survives
+/// statement ends.
+const SESSION_HOOK: u64 = 1 << 15;
+/// The session was killed (`KILL CONNECTION`) with this signal (0: not).
+/// Never cleared: every later statement start fails with it.
+const SESSION_SHIFT: u32 = 16;
+const SESSION_MASK: u64 = 0b111 << SESSION_SHIFT;
 
 const PHASE: u64 = KILLING | KILLED;
 /// Bits that `reset` keeps: they describe the session, not the statement.
-const STICKY: u64 = PROBE | IMMUNE;
+const STICKY: u64 = PROBE | IMMUNE | SESSION_HOOK | SESSION_MASK;
 /// Bits whose generation-local data lives in the side table.
 const SIDE_DATA: u64 = REASON | WAITERS | HOOK;
-const GEN_SHIFT: u32 = 14;
+const GEN_SHIFT: u32 = 19;
+/// Generations wrap after 2^45.
+pub(crate) const GENERATION_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
 const LOW_MASK: u64 = (1 << GEN_SHIFT) - 1;
 /// Every flag bit (for `Debug`).
-const FLAGS: u64 = LOW_MASK & !(PHASE | SIGNAL_MASK);
+const FLAGS: u64 = LOW_MASK & !(PHASE | SIGNAL_MASK | SESSION_MASK);
 /// Anything that sends the owner's checkpoint off its fast path.
 const NOT_QUIET: u64 = SIGNAL_MASK | PROBE_DUE;
 
@@ -137,7 +156,7 @@ const NOT_QUIET: u64 = SIGNAL_MASK | PROBE_DUE;
 pub(crate) struct Snapshot(u64);
 
 impl Snapshot {
-    /// The statement's sequence number in its session (50 bits).
+    /// The statement's sequence number in its session (45 bits).
     pub(crate) const fn generation(self) -> u64 {
         self.0 >> GEN_SHIFT
     }
@@ -197,9 +216,24 @@ impl Snapshot {
         self.0 & HOOK != 0
     }
 
-    /// A kill of this generation has someone to serve: waiters or a hook.
+    /// A kill of this generation has someone to serve: waiters, a hook or
+    /// the session's hook.
     pub(crate) const fn has_subscribers(self) -> bool {
-        self.0 & (WAITERS | HOOK) != 0
+        self.0 & (WAITERS | HOOK | SESSION_HOOK) != 0
+    }
+
+    /// The session is between statements (its idle phase).
+    pub(crate) const fn is_between(self) -> bool {
+        self.0 & BETWEEN != 0
+    }
+
+    pub(crate) const fn has_session_hook(self) -> bool {
+        self.0 & SESSION_HOOK != 0
+    }
+
+    /// The signal of the session's kill, if it was killed (`KILL CONNECTION`).
+    pub(crate) const fn session_signal(self) -> Option<KillSignal> {
+        KillSignal::from_u32(((self.0 & SESSION_MASK) >> SESSION_SHIFT) as u32)
     }
 
     /// Generation-local data lives in the side table: ending the generation
@@ -230,11 +264,17 @@ impl Snapshot {
         Snapshot(self.0 | flags)
     }
 
-    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^50.
+    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^45.
+    #[cfg(test)]
     pub(crate) const fn next_generation(self) -> Snapshot {
-        let generation = (self.0 & !LOW_MASK).wrapping_add(1 << GEN_SHIFT);
+        self.to_generation(self.generation().wrapping_add(1))
+    }
+
+    /// `Idle(generation)` (taken modulo 2^45), keeping only the
+    /// session-wide bits.
+    pub(crate) const fn to_generation(self, generation: u64) -> Snapshot {
         // The generation and the sticky flags are disjoint: `+` is `|`.
-        Snapshot(generation + (self.0 & STICKY))
+        Snapshot(((generation & GENERATION_MASK) << GEN_SHIFT) + (self.0 & STICKY))
     }
 }
 
@@ -256,10 +296,44 @@ pub(crate) enum KillTransition {
     /// caller must publish its side effects and then call
     /// [`StateCell::transition_to_killed`] (from a drop guard).
     Won(Snapshot),
-    /// Another kill won this generation first, with this signal.
-    AlreadyKilled(KillSignal),
+    /// Another kill won this generation (the second field) first, with
+    /// this signal.
+    AlreadyKilled(KillSignal, u64),
     /// The statement aimed at has ended, or the session is closed.
     Stale,
+    /// The session is between statements: there is no current query.
+    Idle,
+}
+
+/// What [`StateCell::transition_to_session_killed`] did.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SessionTransition {
+    /// The session is killed and so is its running statement, by this
+    /// call: publish as for [`KillTransition::Won`].
+    Won(Snapshot),
+    /// The session is killed; no statement was running, or it was already
+    /// killed. Nothing to publish.
+    SessionOnly(Snapshot),
+    /// The session was already killed, with this signal.
+    AlreadyKilled(KillSignal),
+    /// The session is closed (its owner dropped).
+    Stale,
+}
+
+/// How [`StateCell::transition_to_next_statement`] leaves the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// A new statement runs (`reset`); after a session kill it is born
+    /// killed with the session's signal.
+    Reset,
+    /// A new statement runs (`start_statement`); after a session kill the
+    /// session stays idle instead.
+    Start,
+    /// The session is idle between statements (`end_statement`).
+    Idle,
+    /// The session is closed (the owner's drop).
+    Close,
 }
 
 /// What [`StateCell::transition_to_killed`] asks of the winner.
@@ -323,6 +397,15 @@ impl StateCell {
         StateCell(CachePadded::new(Line {
             word: AtomicU64::new(0),
             hint: AtomicU64::new(0),
+        }))
+    }
+
+    /// `Idle(generation)` in the idle phase: a new session of a process list.
+    pub(crate) fn new_idle(generation: u64) -> StateCell {
+        let word = Snapshot(0).to_generation(generation).with(BETWEEN).0;
+        StateCell(CachePadded::new(Line {
+            word: AtomicU64::new(word),
+            hint: AtomicU64::new(word),
         }))
     }
 
@@ -395,6 +478,12 @@ impl StateCell {
         }
     }
 
+    /// The owner's hint, for the owner to pick the next generation before
+    /// its first CAS.
+    pub(crate) fn hint_for_owner(&self) -> Snapshot {
+        self.hint()
+    }
+
     /// The owner's guess of the word: what its last statement end installed.
     fn hint(&self) -> Snapshot {
         // Relaxed: a guess; every use is checked by a CAS.
@@ -418,14 +507,49 @@ impl StateCell {
             if current.is_closed() || target.is_some_and(|g| g != current.generation()) {
                 return Step::Stop(KillTransition::Stale);
             }
-            if let Some(winner) = current.signal() {
-                return Step::Stop(KillTransition::AlreadyKilled(winner));
+            if let Some(winner) = current.signal().or(current.session_signal()) {
+                // (A session kill's statement, or a later one born killed,
+                // has the session's signal: severity never goes down.)
+                return Step::Stop(KillTransition::AlreadyKilled(winner, current.generation()));
+            }
+            if current.is_between() {
+                return Step::Stop(KillTransition::Idle);
             }
             let mut next = current.killing(signal);
             if with_reason {
                 next = next.with(REASON);
             }
             Step::Write(next, KillTransition::Won(next))
+        })
+    }
+
+    /// A session kill (`KILL CONNECTION`): sets the session's signal and,
+    /// if a statement is running and not yet killed, kills it with the same
+    /// signal (and `REASON` if `with_reason`), in one CAS. A statement
+    /// start that reads the word sees both or neither.
+    pub(crate) fn transition_to_session_killed(
+        &self,
+        signal: KillSignal,
+        with_reason: bool,
+    ) -> SessionTransition {
+        self.update(Some(self.hint()), |current| {
+            if current.is_closed() {
+                return Step::Stop(SessionTransition::Stale);
+            }
+            if let Some(first) = current.session_signal() {
+                return Step::Stop(SessionTransition::AlreadyKilled(first));
+            }
+            let next = current.with((signal as u64) << SESSION_SHIFT);
+            if current.is_between() || current.signal().is_some() {
+                // Nothing running, or its statement already killed: the
+                // statement keeps its first signal.
+                return Step::Write(next, SessionTransition::SessionOnly(next));
+            }
+            let mut next = next.killing(signal);
+            if with_reason {
+                next = next.with(REASON);
+            }
+            Step::Write(next, SessionTransition::Won(next))
         })
     }
 
@@ -446,37 +570,53 @@ impl StateCell {
     /// Ends the statement of the owner's hint in one CAS, if nothing
     /// touched it since: `Ok` with the state ended, else `Err` with the word
     /// as it is (where the owner's slow path starts).
-    pub(crate) fn try_next_statement_from_hint(&self, close: bool) -> Result<Snapshot, Snapshot> {
+    pub(crate) fn try_next_statement_from_hint(
+        &self,
+        generation: u64,
+        end: End,
+    ) -> Result<Snapshot, Snapshot> {
         let hint = self.hint();
-        self.transition_to_next_statement(hint, close)
+        self.transition_to_next_statement(hint, generation, end)
             .map(|()| hint)
     }
 
     /// Ends the generation of `current` (owner only): one CAS from the exact
-    /// state read, to `Idle(g + 1)`, keeping only the session's flags, and
-    /// `CLOSED` if `close`. A kill that lands between the read and the CAS
-    /// makes it fail, so the kill is either returned by this `reset` or
-    /// survives into the next generation (TiDB #70545). On failure, returns
-    /// the word as it is. The caller must not call this while `current` is
-    /// `Killing`.
+    /// state read, to `Idle(generation)`, keeping only the session's flags,
+    /// and then per `end`: a running statement (born killed with the
+    /// session's signal if the session was killed), the idle phase
+    /// (`BETWEEN`), or a closed session (`CLOSED`). A kill that lands
+    /// between the read and the CAS makes it fail, so the kill is either
+    /// returned by this end or survives into the next generation (TiDB
+    /// #70545). On failure, returns the word as it is. The caller must not
+    /// call this while `current` is `Killing`.
     pub(crate) fn transition_to_next_statement(
         &self,
         current: Snapshot,
-        close: bool,
+        generation: u64,
+        end: End,
     ) -> Result<(), Snapshot> {
         debug_assert!(!current.is_killing());
-        let mut next = current.next_generation();
-        if close {
-            next = next.with(CLOSED);
+        let mut next = current.to_generation(generation);
+        match (end, current.session_signal()) {
+            // A session kill outlives statements: a statement started
+            // after it is killed from birth, or not started at all.
+            (End::Reset, Some(signal)) => next = next.killing(signal).with(KILLED),
+            (End::Start, Some(_)) | (End::Idle, _) => next = next.with(BETWEEN),
+            (End::Reset | End::Start, None) | (End::Close, _) => {}
         }
+        let word = if end == End::Close {
+            next.with(CLOSED)
+        } else {
+            next
+        };
         match self
             .0
             .word
-            .compare_exchange(current.0, next.0, AcqRel, Acquire)
+            .compare_exchange(current.0, word.0, AcqRel, Acquire)
         {
             Ok(_) => {
                 // The hint is never closed: a closed word is read, not guessed.
-                self.0.hint.store(current.next_generation().0, Relaxed);
+                self.0.hint.store(next.0, Relaxed);
                 Ok(())
             }
             Err(actual) => Err(Snapshot(actual)),
@@ -538,6 +678,18 @@ impl StateCell {
     /// the word before: block only if it still says `Killing`.
     pub(crate) fn park_owner(&self) -> Snapshot {
         Snapshot(self.0.word.fetch_or(PARKED, AcqRel))
+    }
+
+    /// Marks that a session-wide hook is installed (under the side-table
+    /// lock). Returns the word before: if it shows a kill whose CAS did not
+    /// see a session hook, the installer serves it.
+    pub(crate) fn arm_session_hook(&self) -> Snapshot {
+        Snapshot(self.0.word.fetch_or(SESSION_HOOK, AcqRel))
+    }
+
+    /// The session-wide hook is removed (under the side-table lock).
+    pub(crate) fn disarm_session_hook(&self) {
+        self.0.word.fetch_and(!SESSION_HOOK, AcqRel);
     }
 
     /// A probe is installed (under the side-table lock).
@@ -628,13 +780,13 @@ mod tests {
             "State { generation: 1, phase: Killing(QueryInterrupted), flags: 0x2040 }"
         );
         let all = Snapshot(u64::MAX);
-        assert!(format!("{all:?}").ends_with("flags: 0x3fe0 }"), "{all:?}");
+        assert!(format!("{all:?}").ends_with("flags: 0xffe0 }"), "{all:?}");
     }
 
     #[test]
-    fn generation_wraps_after_2_pow_50() {
+    fn generation_wraps_after_2_pow_45() {
         let last = Snapshot(!LOW_MASK);
-        assert_eq!(last.generation(), (1 << 50) - 1);
+        assert_eq!(last.generation(), (1 << 45) - 1);
         assert_eq!(last.next_generation().generation(), 0);
     }
 
@@ -662,7 +814,7 @@ mod tests {
     #[test]
     fn a_kill_from_a_stale_hint_reads_the_word() {
         let cell = StateCell::new();
-        cell.transition_to_next_statement(cell.snapshot(), false)
+        cell.transition_to_next_statement(cell.snapshot(), 1, End::Reset)
             .unwrap();
         // The hint says generation 1; a kill aimed at 1 wins at once, one
         // aimed at 0 reads the word and is stale.
@@ -676,12 +828,13 @@ mod tests {
         ));
         assert_eq!(cell.transition_to_killed(), Published::Done);
         assert_eq!(
-            cell.try_next_statement_from_hint(false),
+            cell.try_next_statement_from_hint(2, End::Reset),
             Err(cell.snapshot()),
             "a killed statement is not the hint"
         );
         let closed = cell.snapshot();
-        cell.transition_to_next_statement(closed, true).unwrap();
+        cell.transition_to_next_statement(closed, 2, End::Close)
+            .unwrap();
         assert!(cell.snapshot().is_closed());
         assert_eq!(
             cell.transition_to_killing(None, KillSignal::QueryInterrupted, false),

@@ -10,11 +10,12 @@
 use std::task::Waker;
 
 use crate::loom::thread;
-use crate::{ProbeId, WaitOutcome};
+use crate::{KillSignal, ProbeId, WaitOutcome};
 
 pub(crate) type CancelHook = Box<dyn FnOnce() + Send>;
 pub(crate) type FinishFn = Box<dyn FnMut() + Send>;
 pub(crate) type Probe = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+pub(crate) type SessionHook = std::sync::Arc<dyn Fn(KillSignal) + Send + Sync>;
 
 /// How to wake one waiter.
 pub(crate) enum Wake {
@@ -30,6 +31,8 @@ pub(crate) enum Wake {
 /// the current generation: the end of the statement completes them all.
 pub(crate) struct Waiter {
     pub(crate) id: u64,
+    /// A ticket: completes when the statement ends, not when it is killed.
+    pub(crate) until_end: bool,
     pub(crate) outcome: Option<WaitOutcome>,
     pub(crate) wake: Wake,
 }
@@ -43,7 +46,7 @@ pub(crate) struct WakeList {
 }
 
 impl WakeList {
-    fn push(&mut self, wake: Wake) {
+    pub(crate) fn push(&mut self, wake: Wake) {
         match wake {
             Wake::Nobody => {}
             wake if self.first.is_none() => self.first = Some(wake),
@@ -114,6 +117,17 @@ pub(crate) struct SideTable {
     pub(crate) owner_parked: bool,
     pub(crate) finish: FinishSlot,
     pub(crate) probe: ProbeSlot,
+    /// The owner's task, when an `_async` owner operation waits for a kill
+    /// to publish or for `hook_runners` to reach zero (the async twin of
+    /// `owner_parked` and the `PARKED` flag).
+    pub(crate) owner_waker: Option<Waker>,
+    /// The session-wide cancel hook; valid while `SESSION_HOOK` is set.
+    pub(crate) session_hook: Option<SessionHook>,
+    /// The session kill's reason text; valid once the word has a session
+    /// signal (never cleared after).
+    pub(crate) session_reason: String,
+    /// Waiters for the session kill (`SqlKiller::session_killed`).
+    pub(crate) session_waiters: Vec<(u64, Wake)>,
 }
 
 /// What the end of a statement took out of the table, to release after
@@ -125,11 +139,22 @@ pub(crate) struct Leftovers {
     pub(crate) hooks: Hooks,
 }
 
+impl Leftovers {
+    /// Adds the wake-ups of every session-kill waiter.
+    pub(crate) fn wake_session_waiters(&mut self, table: &mut SideTable) {
+        for (_, wake) in table.session_waiters.drain(..) {
+            self.wake.push(wake);
+        }
+    }
+}
+
 /// A statement's hooks taken out of the table, in the order they run:
 /// the armed one, then those owed by a kill-immune section. Taking them
 /// allocates nothing.
 #[derive(Default)]
 pub(crate) struct Hooks {
+    /// The session-wide hook, run first.
+    pub(crate) session: Option<CancelHook>,
     first: Option<CancelHook>,
     owed: Vec<CancelHook>,
 }
@@ -137,30 +162,40 @@ pub(crate) struct Hooks {
 impl Hooks {
     pub(crate) fn one(hook: CancelHook) -> Hooks {
         Hooks {
+            session: None,
             first: Some(hook),
             owed: Vec::new(),
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_none()
+        self.session.is_none() && self.first.is_none()
     }
 }
 
 impl IntoIterator for Hooks {
     type Item = CancelHook;
-    type IntoIter =
-        std::iter::Chain<std::option::IntoIter<CancelHook>, std::vec::IntoIter<CancelHook>>;
+    type IntoIter = std::iter::Chain<
+        std::iter::Chain<std::option::IntoIter<CancelHook>, std::option::IntoIter<CancelHook>>,
+        std::vec::IntoIter<CancelHook>,
+    >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.owed)
+        self.session.into_iter().chain(self.first).chain(self.owed)
     }
 }
 
 impl SideTable {
-    /// Completes every pending waiter with `outcome`, collecting their wakers.
+    /// Completes every pending waiter with `outcome`, collecting their
+    /// wakers; a kill (`Killed`) leaves the tickets, which wait for the
+    /// statement's end.
     pub(crate) fn complete_waiters(&mut self, outcome: WaitOutcome, wake: &mut WakeList) {
-        for waiter in self.waiters.iter_mut().filter(|w| w.outcome.is_none()) {
+        let ending = outcome == WaitOutcome::Reset;
+        for waiter in self
+            .waiters
+            .iter_mut()
+            .filter(|w| w.outcome.is_none() && (ending || !w.until_end))
+        {
             waiter.outcome = Some(outcome);
             wake.push(std::mem::replace(&mut waiter.wake, Wake::Nobody));
         }
@@ -169,6 +204,7 @@ impl SideTable {
     /// Takes the statement's hooks out (the armed one, then the owed ones).
     pub(crate) fn take_hooks(&mut self) -> Hooks {
         Hooks {
+            session: None,
             first: self.hook.take(),
             owed: std::mem::take(&mut self.owed_hooks),
         }

@@ -53,6 +53,7 @@ fn killers_against_an_owner_that_checks_and_resets() {
                         match killer.kill_statement_with_reason(target, signal, reason_of(signal)) {
                             KillOutcome::Sent => log.targeted_wins.push((target.as_u64(), signal)),
                             KillOutcome::AlreadyKilled(_) | KillOutcome::Stale => {}
+                            KillOutcome::Idle => panic!("a session that only resets is never idle"),
                         }
                     }
                     // Leave most statements unkilled, so checks see both.

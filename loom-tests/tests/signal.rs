@@ -201,7 +201,9 @@ fn kill_statement_races_reset() {
                     assert_eq!(cleared, None);
                     seen.saw("stale");
                 }
-                KillOutcome::AlreadyKilled(_) => panic!("nobody else killed"),
+                KillOutcome::AlreadyKilled(_) | KillOutcome::Idle => {
+                    panic!("nobody else killed, and the session is never idle")
+                }
             }
             assert_ne!(killer.statement(), target);
             assert_eq!(killer.kill_signal(), None, "the next statement was killed");

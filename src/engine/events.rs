@@ -27,8 +27,9 @@ pub(crate) enum Register<'w> {
 
 impl Shared {
     /// Registers a waiter for the current statement (`target: None`) or
-    /// statement `target`.
-    pub(crate) fn register(&self, target: Option<StatementId>) -> Registration {
+    /// statement `target`: a kill event, or with `until_end` a ticket,
+    /// which completes only when the statement has ended.
+    pub(crate) fn register(&self, target: Option<StatementId>, until_end: bool) -> Registration {
         let mut side = lock(&self.side);
         let table = table(&mut side);
         let id = table.next_waiter();
@@ -38,12 +39,15 @@ impl Shared {
         let statement = target.unwrap_or(self.statement_id(prev));
         let outcome = match prev.signal() {
             _ if prev.is_closed() || !self.is_current(statement, prev) => Some(WaitOutcome::Reset),
-            Some(signal) if !prev.is_immune() => Some(WaitOutcome::Killed(signal)),
+            // A ticket for the idle phase: no statement runs, none to end.
+            _ if until_end && prev.is_between() => Some(WaitOutcome::Reset),
+            Some(signal) if !until_end && !prev.is_immune() => Some(WaitOutcome::Killed(signal)),
             // Not killed yet, or killed inside a kill-immune section: the
             // kill, the reset or the section's end will complete us.
             _ => {
                 table.waiters.push(Waiter {
                     id,
+                    until_end,
                     outcome: None,
                     wake: Wake::Nobody,
                 });

@@ -14,12 +14,16 @@
 //! | `serve.rs` | serving a kill: waiters, hooks, kill-immune sections |
 //! | `events.rs` | kill events: registration, polling, blocking waits |
 //! | `timing.rs` | deadlines, the probe and its schedule |
+//! | `session.rs` | session kills, the session's hook, tickets |
+//! | `listing.rs` | the process list: sessions by connection id, lookups, listings |
 //! | `finish.rs` | the finish function |
 
 mod events;
 mod finish;
+mod listing;
 mod reset;
 mod serve;
+mod session;
 mod timing;
 
 use std::sync::Arc;
@@ -27,13 +31,16 @@ use std::sync::Arc;
 use crate::callback;
 use crate::clock::{nanos, QueueRecord, Timer, NEVER};
 use crate::log;
-use crate::loom::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use crate::loom::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::*};
 use crate::loom::{lock, Condvar, Mutex, MutexGuard};
 use crate::state::{KillTransition, Published, Snapshot, StateCell};
 use crate::table::SideTable;
 use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId, DEFAULT_PROBE_INTERVAL};
 
 pub(crate) use events::{Register, Registration};
+pub(crate) use listing::{ListCore, Listing};
+pub(crate) use reset::Waiting;
+pub(crate) use session::SessionWait;
 
 /// Everything the owner and the handles share, in one allocation.
 pub(crate) struct Shared {
@@ -70,8 +77,11 @@ pub(crate) struct Shared {
     max_exec: AtomicU64,
     /// The probe interval in nanoseconds (0: at every checkpoint).
     probe_interval: AtomicU64,
-    /// Owner-local: nesting depth of kill-immune guards.
-    immune_depth: AtomicU32,
+    /// Owner-local: nesting depth of kill-immune guards (16 bits keep the
+    /// block within its 256-byte budget; deeper nesting panics).
+    immune_depth: AtomicU16,
+    /// The process list this session is registered in, if any.
+    listing: Option<Box<Listing>>,
 }
 
 // Owner-local state. `immune_depth` and `max_exec` belong to the
@@ -96,8 +106,19 @@ fn table<'a>(side: &'a mut SideGuard<'_>) -> &'a mut SideTable {
 
 impl Shared {
     pub(crate) fn new(timer: Timer) -> Arc<Shared> {
+        Shared::with_listing(timer, None)
+    }
+
+    /// A session of a process list: its generations come from the list,
+    /// and it starts in the idle phase.
+    fn with_listing(timer: Timer, listing: Option<(Box<Listing>, u64)>) -> Arc<Shared> {
+        let (listing, state) = match listing {
+            Some((listing, generation)) => (Some(listing), StateCell::new_idle(generation)),
+            None => (None, StateCell::new()),
+        };
         Arc::new(Shared {
-            state: StateCell::new(),
+            listing,
+            state,
             id: NEXT_KILLER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             conn_id: AtomicU64::new(0),
             in_write_result_set: AtomicBool::new(false),
@@ -112,7 +133,7 @@ impl Shared {
             timer_entry: QueueRecord::new(),
             max_exec: AtomicU64::new(0),
             probe_interval: AtomicU64::new(nanos(DEFAULT_PROBE_INTERVAL)),
-            immune_depth: AtomicU32::new(0),
+            immune_depth: AtomicU16::new(0),
         })
     }
 
@@ -124,8 +145,19 @@ impl Shared {
         signal: KillSignal,
         reason: &str,
     ) -> KillOutcome {
+        self.kill_and_locate(target, signal, reason).0
+    }
+
+    /// [`kill`](Self::kill), also returning the generation of the statement
+    /// the kill met (`Sent`, `AlreadyKilled`), for a ticket.
+    pub(crate) fn kill_and_locate(
+        &self,
+        target: Option<StatementId>,
+        signal: KillSignal,
+        reason: &str,
+    ) -> (KillOutcome, Option<u64>) {
         if target.is_some_and(|id| id.killer != self.id) {
-            return KillOutcome::Stale; // another session's statement
+            return (KillOutcome::Stale, None); // another session's statement
         }
         // A reason must be in place before anyone can see the signal, and a
         // losing kill must not write one: so hold the side-table lock across
@@ -138,8 +170,11 @@ impl Shared {
             .transition_to_killing(generation, signal, side.is_some())
         {
             KillTransition::Won(won) => won,
-            KillTransition::AlreadyKilled(winner) => return KillOutcome::AlreadyKilled(winner),
-            KillTransition::Stale => return KillOutcome::Stale,
+            KillTransition::AlreadyKilled(winner, at) => {
+                return (KillOutcome::AlreadyKilled(winner), Some(at))
+            }
+            KillTransition::Stale => return (KillOutcome::Stale, None),
+            KillTransition::Idle => return (KillOutcome::Idle, None),
         };
         // We own `Killing(g, signal)`: from here on `reset` waits for us, and
         // the guard moves the state to `Killed` even if a side effect panics.
@@ -150,6 +185,7 @@ impl Shared {
             table.reason.push_str(reason);
         }
         drop(side);
+        self.listing_killed();
         // A log subscriber is user code: its panic must not skip the serving.
         callback::contained(|| log::kill_initiated(self.conn_id(), signal, reason));
         // Inside a kill-immune section the waiters and hook wait for the
@@ -157,7 +193,7 @@ impl Shared {
         if !won.is_immune() {
             self.serve_kill(signal, won);
         }
-        KillOutcome::Sent
+        (KillOutcome::Sent, Some(won.generation()))
     }
 
     /// The id of the statement current in `state`.
@@ -165,6 +201,14 @@ impl Shared {
         StatementId {
             killer: self.id,
             generation: state.generation(),
+        }
+    }
+
+    /// This killer's statement number `generation`.
+    pub(crate) fn statement_at(&self, generation: u64) -> StatementId {
+        StatementId {
+            killer: self.id,
+            generation,
         }
     }
 
@@ -184,6 +228,14 @@ impl Shared {
     pub(crate) fn phase(&self) -> (StatementId, KillPhase) {
         let state = self.state.snapshot();
         (self.statement_id(state), state.phase())
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.state.snapshot().is_between()
+    }
+
+    pub(crate) fn session_signal(&self) -> Option<KillSignal> {
+        self.state.snapshot().session_signal()
     }
 
     pub(crate) fn is_kill_immune(&self) -> bool {
@@ -294,6 +346,8 @@ impl Shared {
             .field("phase", &state.phase())
             .field("conn_id", &self.conn_id())
             .field("kill_immune", &state.is_immune())
+            .field("idle", &state.is_between())
+            .field("session_killed", &state.session_signal())
             .field("closed", &state.is_closed())
             .finish()
     }

@@ -1,12 +1,14 @@
 //! Serving a kill: waking its waiters, running its cancel hooks, and the
 //! kill-immune sections that defer both.
 
+use std::task::{Poll, Waker};
+
 use super::{table, Shared};
 use crate::callback::{self, FirstPanic, Kind};
 use crate::loom::atomic::Ordering::Relaxed;
 use crate::loom::lock;
 use crate::state::{Owed, Snapshot};
-use crate::table::{CancelHook, Hooks, SideTable, Wake, WakeList};
+use crate::table::{CancelHook, Hooks, SessionHook, SideTable, Wake, WakeList};
 use crate::{HookStatus, KillSignal, StatementId, WaitOutcome};
 
 /// Delivers one wake-up. A task's waker is user code and may panic.
@@ -39,11 +41,17 @@ impl Shared {
             if flags.has_waiters() {
                 table.complete_waiters(WaitOutcome::Killed(signal), &mut wakes);
             }
-            let hooks = if flags.has_hook() {
+            let mut hooks = if flags.has_hook() {
                 table.take_hooks()
             } else {
                 Hooks::default()
             };
+            if flags.has_session_hook() {
+                hooks.session = table
+                    .session_hook
+                    .clone()
+                    .map(|hook| -> CancelHook { Box::new(move || hook(signal)) });
+            }
             // Counted and guarded before the lock is dropped and before any
             // user code runs.
             (!hooks.is_empty()).then(|| HookRun::counted(self, table, hooks))
@@ -71,7 +79,12 @@ impl Shared {
         // compared with the word it returns, so a stale install cannot land
         // on the next statement.
         let prev = self.state.arm_hook();
-        if prev.is_closed() || target.is_some_and(|id| !self.is_current(id, prev)) {
+        // (The idle phase runs no statement: a hook for it would only be
+        // dropped at the next start.)
+        if prev.is_closed()
+            || prev.is_between()
+            || target.is_some_and(|id| !self.is_current(id, prev))
+        {
             drop(side);
             drop(hook);
             return HookStatus::Stale;
@@ -99,8 +112,63 @@ impl Shared {
         }
     }
 
+    /// Installs (`Some`) or removes the session-wide cancel hook. A kill
+    /// of the current statement whose CAS came before and so did not see
+    /// it runs it here, at once, on this thread.
+    pub(crate) fn set_session_hook(&self, hook: Option<SessionHook>) -> HookStatus {
+        let mut side = lock(&self.side);
+        let table = table(&mut side);
+        let Some(hook) = hook else {
+            self.state.disarm_session_hook();
+            let old = table.session_hook.take();
+            drop(side);
+            drop(old);
+            return HookStatus::Stale;
+        };
+        let old = table.session_hook.replace(hook.clone());
+        // An RMW under the lock, as for a statement's hook: a later kill's
+        // CAS sees `SESSION_HOOK`, an earlier one is served here.
+        let prev = self.state.arm_session_hook();
+        if prev.is_closed() {
+            self.state.disarm_session_hook();
+            table.session_hook = None;
+            drop(side);
+            drop(old);
+            return HookStatus::Stale;
+        }
+        match prev.signal() {
+            Some(signal) if !prev.has_session_hook() && !prev.is_immune() => {
+                let run = HookRun::counted(self, table, Hooks::one(Box::new(move || hook(signal))));
+                drop(side);
+                drop(old);
+                run.run();
+                HookStatus::Ran
+            }
+            _ => {
+                drop(side);
+                drop(old);
+                HookStatus::Armed
+            }
+        }
+    }
+
     /// Enters a kill-immune section (owner); sections nest.
     pub(crate) fn enter_section(&self) {
+        if let Some(prev) = self.begin_section() {
+            if prev.is_killing() {
+                self.wait_while_killing(prev);
+            }
+            if prev.has_hook() {
+                self.wait_for_hook_runners();
+            }
+        }
+    }
+
+    /// Enters a kill-immune section without waiting: returns the word the
+    /// outermost entry found if a kill that won before may still be
+    /// publishing, for the caller to wait for (so nothing of it runs inside
+    /// the section) -- unless this thread is serving it.
+    pub(crate) fn begin_section(&self) -> Option<Snapshot> {
         if self.immune_depth.load(Relaxed) == 0 {
             // What an earlier section deferred is served before this one
             // begins (a panic from it leaves us outside any section).
@@ -113,19 +181,26 @@ impl Shared {
         // once every guard is gone. (Sections that overlap on two threads
         // may run without `IMMUNE` meanwhile: see `SqlKiller`'s docs.)
         let depth = self.immune_depth.fetch_add(1, Relaxed);
-        if depth == 0 {
-            let prev = self.state.enter_section();
-            // A kill that won before is waited for, so nothing of it runs
-            // inside the section -- unless this thread is serving it.
-            if !self.serving_own_kill() {
-                if prev.is_killing() {
-                    self.wait_while_killing(prev);
-                }
-                if prev.has_hook() {
-                    self.wait_for_hook_runners();
-                }
-            }
+        if depth == u16::MAX {
+            self.immune_depth.fetch_sub(1, Relaxed);
+            panic!("kill-immune sections nested more than {} deep", u16::MAX);
         }
+        if depth != 0 {
+            return None;
+        }
+        let prev = self.state.enter_section();
+        (!self.serving_own_kill() && (prev.is_killing() || prev.has_hook())).then_some(prev)
+    }
+
+    /// The async form of the wait in [`enter_section`](Self::enter_section).
+    pub(crate) fn poll_section_entered(&self, prev: Snapshot, waker: &Waker) -> Poll<()> {
+        if prev.is_killing() && self.poll_while_killing(prev, waker).is_pending() {
+            return Poll::Pending;
+        }
+        if prev.has_hook() {
+            return self.poll_hook_runners(waker);
+        }
+        Poll::Ready(())
     }
 
     /// Leaves a kill-immune section (a guard's drop). Runs no user code:
@@ -146,7 +221,7 @@ impl Shared {
     }
 
     pub(crate) fn immune_depth(&self) -> u32 {
-        self.immune_depth.load(Relaxed)
+        u32::from(self.immune_depth.load(Relaxed))
     }
 
     /// Serves the waiters and hooks that a kill inside a kill-immune
@@ -199,14 +274,21 @@ impl<'a> HookRun<'a> {
 impl Drop for HookRun<'_> {
     fn drop(&mut self) {
         let unrun = self.hooks.take();
-        {
+        let waker = {
             let mut side = lock(&self.killer.side);
             let table = table(&mut side);
             table.hook_runners -= 1;
             if table.hook_runners == 0 && std::mem::take(&mut table.owner_parked) {
                 self.killer.progress.notify_all();
+                table.owner_waker.take()
+            } else {
+                None
             }
-        }
+        };
         callback::drop_contained(unrun);
+        if let Some(waker) = waker {
+            // The owner's task, awaiting an `_async` owner operation.
+            callback::contained(|| waker.wake());
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::{KillSignal, ProbeId, StatementId};
 
 impl Shared {
     /// Now, on this killer's clock.
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.timer.now()
     }
 
@@ -50,21 +50,20 @@ impl Shared {
     /// deadline (or leaves the old one to fire `Stale`) and starts its
     /// first probe interval. One owner-local load when the session has no
     /// `max_execution_time` and no probe.
-    pub(super) fn arm_next_statement(self: &Arc<Self>, ended: Snapshot) {
+    pub(super) fn arm_statement(self: &Arc<Self>, generation: u64, has_probe: bool) {
         let limit = self.max_exec.load(Relaxed);
-        if limit == 0 && !ended.has_probe() {
+        if limit == 0 && !has_probe {
             return; // nothing to arm
         }
-        let next = ended.next_generation();
         if limit != 0 {
             let at = self.now().saturating_add(limit);
-            self.arm_deadline(next.generation(), at);
+            self.arm_deadline(generation, at);
         }
         // Without a limit nothing is armed: a deadline the last statement
         // had (a statement timeout) may still fire, as a kill of that
         // statement, which has ended: `Stale`, no effect.
-        if ended.has_probe() {
-            self.restart_probe_interval(next);
+        if has_probe {
+            self.restart_probe_interval(generation);
         }
     }
 
@@ -108,7 +107,7 @@ impl Shared {
             self.state.set_probe();
             (replaced, id)
         };
-        self.restart_probe_interval(self.state.snapshot());
+        self.restart_probe_interval(self.state.snapshot().generation());
         drop(replaced);
         id
     }
@@ -144,21 +143,21 @@ impl Shared {
         self.probe_interval.store(nanos(interval), Relaxed);
         let state = self.state.snapshot();
         if state.has_probe() {
-            self.restart_probe_interval(state);
+            self.restart_probe_interval(state.generation());
         }
     }
 
     /// Starts a probe interval for the statement of `state`: with interval
     /// zero the probe is due at once (and stays due); otherwise the timer
     /// marks it due one interval from now.
-    fn restart_probe_interval(self: &Arc<Self>, state: Snapshot) {
+    fn restart_probe_interval(self: &Arc<Self>, generation: u64) {
         let interval = self.probe_interval.load(Relaxed);
         if interval == 0 {
             self.state.set_probe_due();
         } else {
             self.state.clear_probe_due();
             let at = self.now().saturating_add(interval);
-            self.arm_probe(state.generation(), at);
+            self.arm_probe(generation, at);
         }
     }
 
@@ -177,7 +176,7 @@ impl Shared {
         if state.signal().is_some() {
             return state; // killed already: report that, probe later
         }
-        self.restart_probe_interval(state);
+        self.restart_probe_interval(state.generation());
         let probe = table(&mut lock(&self.side)).probe.probe.clone();
         if let Some(probe) = probe {
             self.run_probe(&probe);
@@ -225,11 +224,12 @@ impl Shared {
             _ => return None,
         };
         let published = PublishOnDrop(Arc::clone(self));
+        self.listing_killed();
         callback::contained(|| log::kill_initiated(self.conn_id(), signal, ""));
         if won.is_immune() || !won.has_subscribers() {
             return None; // nothing to serve now: published as `published` drops
         }
-        if !won.has_hook() {
+        if !won.has_hook() && !won.has_session_hook() {
             // Waiters only: a waker is meant to be cheap and never to block
             // (`Waker::wake`'s contract), so they are woken here, with no
             // thread to start.

@@ -1,0 +1,221 @@
+//! The process list: sessions by connection id, and what a listing reads.
+//!
+//! The list maps connection ids to sessions in shards, each behind a
+//! reader-writer lock. Lookups and listings take read locks, so they never
+//! wait behind one another; only a session joining or leaving its shard
+//! takes the write lock, for one map insert or remove (no user code). A
+//! lookup clones the session's `Arc` and lets go of the lock *before* it
+//! kills: no kill holds a list lock, and a kill acts on the session's word,
+//! never on something the lookup read before.
+//!
+//! The list also hands out its sessions' generations, from one counter, so
+//! a statement number is unique in the list: `KILL QUERY ID n` names one
+//! statement of one session, and a kill by that number is as exact as any
+//! kill by [`StatementId`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::Shared;
+use crate::clock::{Timer, NEVER};
+use crate::loom::atomic::{AtomicU64, Ordering::*};
+use crate::loom::{read, write, RwLock};
+use crate::state::GENERATION_MASK;
+use crate::{KillSignal, SessionPhase, StatementId};
+
+/// How many shards the map has: enough that sessions joining and leaving
+/// on many threads rarely meet, few enough that a listing is cheap.
+const SHARDS: usize = 16;
+
+type Shard = RwLock<HashMap<u64, Arc<Shared>>>;
+
+/// The list, shared by the `ProcessList` handles.
+pub(crate) struct ListCore {
+    shards: Box<[Shard]>,
+    /// The next generation to hand out (the list's statement numbers).
+    numbers: Arc<AtomicU64>,
+    /// The clock of every session in the list.
+    timer: Timer,
+}
+
+/// A session's membership of a list: how to leave it, where its numbers
+/// come from, and the times a listing shows.
+pub(crate) struct Listing {
+    list: Weak<ListCore>,
+    numbers: Arc<AtomicU64>,
+    /// When the current statement started, on the list's clock.
+    started_at: AtomicU64,
+    /// When the last kill landed (`NEVER`: none yet).
+    killed_at: AtomicU64,
+}
+
+/// One row of a listing, as the engine reads it.
+pub(crate) struct Row {
+    pub(crate) conn_id: u64,
+    pub(crate) statement: StatementId,
+    pub(crate) phase: SessionPhase,
+    pub(crate) time_in_statement: Duration,
+    pub(crate) killed_for: Option<Duration>,
+    pub(crate) session_killed: Option<KillSignal>,
+}
+
+impl ListCore {
+    pub(crate) fn new(timer: Timer) -> Arc<ListCore> {
+        Arc::new(ListCore {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            // Generation 0 is every unlisted session's first: start above it.
+            numbers: Arc::new(AtomicU64::new(1)),
+            timer,
+        })
+    }
+
+    fn shard(&self, conn_id: u64) -> &Shard {
+        // Connection ids are usually consecutive: the low bits spread them.
+        &self.shards[(conn_id % SHARDS as u64) as usize]
+    }
+
+    /// A new session under `conn_id`, idle, or `None` if the id is taken.
+    pub(crate) fn register(self: &Arc<Self>, conn_id: u64) -> Option<Arc<Shared>> {
+        let mut shard = write(self.shard(conn_id));
+        if shard.contains_key(&conn_id) {
+            return None;
+        }
+        let listing = Box::new(Listing {
+            list: Arc::downgrade(self),
+            numbers: Arc::clone(&self.numbers),
+            started_at: AtomicU64::new(self.timer.now()),
+            killed_at: AtomicU64::new(NEVER),
+        });
+        let generation = self.numbers.fetch_add(1, Relaxed) & GENERATION_MASK;
+        let session = Shared::with_listing(self.timer.clone(), Some((listing, generation)));
+        session.set_conn_id(conn_id);
+        shard.insert(conn_id, Arc::clone(&session));
+        Some(session)
+    }
+
+    /// The session under `conn_id`. The shard's read lock is held only to
+    /// clone the `Arc`.
+    pub(crate) fn get(&self, conn_id: u64) -> Option<Arc<Shared>> {
+        read(self.shard(conn_id)).get(&conn_id).cloned()
+    }
+
+    /// Every session, shard by shard, each shard under its read lock only
+    /// while its `Arc`s are cloned.
+    pub(crate) fn sessions(&self) -> Vec<Arc<Shared>> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            all.extend(read(shard).values().cloned());
+        }
+        all
+    }
+
+    /// The session whose running statement has number `query_id`.
+    pub(crate) fn find_statement(&self, query_id: u64) -> Option<(Arc<Shared>, StatementId)> {
+        for shard in self.shards.iter() {
+            let found = read(shard).values().find_map(|session| {
+                let state = session.state.snapshot();
+                (state.generation() == query_id && !state.is_between()).then(|| {
+                    let id = session.statement_id(state);
+                    (Arc::clone(session), id)
+                })
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.timer.now()
+    }
+}
+
+impl Shared {
+    /// The next generation, from the list (taken once per statement end,
+    /// kept in `taken`), or `None` for a session outside any list.
+    pub(super) fn listing_number(&self, taken: &mut Option<u64>) -> Option<u64> {
+        let listing = self.listing.as_ref()?;
+        // Relaxed: the counter only hands out distinct numbers; the CAS on
+        // the word publishes the one taken.
+        Some(*taken.get_or_insert_with(|| listing.numbers.fetch_add(1, Relaxed) & GENERATION_MASK))
+    }
+
+    /// A statement started (owner): its start time, and its kill time if
+    /// it was born killed (after a session kill).
+    pub(super) fn listing_started(&self, killed: bool) {
+        if let Some(listing) = &self.listing {
+            let now = self.now();
+            listing.started_at.store(now, Relaxed);
+            if killed {
+                listing.killed_at.store(now, Relaxed);
+            }
+        }
+    }
+
+    /// A kill of this session's statement landed (the winner).
+    pub(crate) fn listing_killed(&self) {
+        if let Some(listing) = &self.listing {
+            listing.killed_at.store(self.now(), Relaxed);
+        }
+    }
+
+    /// Leaves the process list (the owner's drop): the entry goes only if
+    /// it is this session's (a closed session's id may be reused).
+    pub(super) fn leave_list(self: &Arc<Self>) {
+        let Some(listing) = &self.listing else { return };
+        let Some(list) = listing.list.upgrade() else {
+            return;
+        };
+        let conn_id = self.conn_id();
+        let removed = {
+            let mut shard = write(list.shard(conn_id));
+            match shard.get(&conn_id) {
+                Some(entry) if Arc::ptr_eq(entry, self) => shard.remove(&conn_id),
+                _ => None,
+            }
+        };
+        // Our own `Arc` (the caller holds another): dropped outside the lock.
+        drop(removed);
+    }
+
+    /// This session's row in a listing at `now`. The times are read after
+    /// the word and may belong to a statement that started since: a
+    /// listing is a picture, not a transaction; the kills it leads to are
+    /// exact whatever it showed.
+    pub(crate) fn row(&self, now: u64) -> Row {
+        let state = self.state.snapshot();
+        let (started, killed) = self.listing.as_ref().map_or((now, NEVER), |listing| {
+            (
+                listing.started_at.load(Relaxed),
+                listing.killed_at.load(Relaxed),
+            )
+        });
+        let since = |at: u64| Duration::from_nanos(now.saturating_sub(at));
+        let phase = match (state.is_between(), state.signal()) {
+            (true, _) => SessionPhase::Idle,
+            (false, None) => SessionPhase::Running,
+            (false, Some(signal)) => SessionPhase::Killed(signal),
+        };
+        Row {
+            conn_id: self.conn_id(),
+            statement: self.statement_id(state),
+            phase,
+            time_in_statement: match phase {
+                SessionPhase::Idle => Duration::ZERO,
+                _ => since(started),
+            },
+            killed_for: match phase {
+                // A kill stamped before this statement started is an
+                // earlier statement's: this one's is still being stamped.
+                SessionPhase::Killed(_) if killed != NEVER && killed >= started => {
+                    Some(since(killed))
+                }
+                SessionPhase::Killed(_) => Some(Duration::ZERO),
+                _ => None,
+            },
+            session_killed: state.session_signal(),
+        }
+    }
+}
