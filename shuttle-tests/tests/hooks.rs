@@ -6,7 +6,7 @@
 #![cfg(shuttle)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use shuttle::sync::Mutex;
 use shuttle::thread;
@@ -50,11 +50,14 @@ fn hooks_under_kills(outcomes: &Outcomes, sessions: usize, admins: usize, instal
                 let id = killer.statement();
                 let _ = killer.handle_signal();
                 let killed = killer.reset().is_some();
-                let mut hooks = hooks.lock().unwrap();
+                let mut hooks = hooks.lock().unwrap_or_else(PoisonError::into_inner);
                 let runs = hooks.runs.get(&id).copied().unwrap_or(0);
                 hooks.ended.push((id, killed, runs));
                 drop(hooks);
-                *listed[conn].1.lock().unwrap() = killer.statement();
+                *listed[conn]
+                    .1
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = killer.statement();
             }
         }));
         // The session's RPC thread: a hook for each statement it sees.
@@ -63,7 +66,7 @@ fn hooks_under_kills(outcomes: &Outcomes, sessions: usize, admins: usize, instal
             let mut served = None;
             for _ in 0..STATEMENTS {
                 let (handle, statement) = &listed[conn];
-                let id = *statement.lock().unwrap();
+                let id = *statement.lock().unwrap_or_else(PoisonError::into_inner);
                 if served == Some(id) {
                     thread::yield_now();
                     continue;
@@ -71,10 +74,19 @@ fn hooks_under_kills(outcomes: &Outcomes, sessions: usize, admins: usize, instal
                 served = Some(id);
                 let record = Arc::clone(&hooks);
                 let hook = Box::new(move || {
-                    *record.lock().unwrap().runs.entry(id).or_default() += 1;
+                    *record
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .runs
+                        .entry(id)
+                        .or_default() += 1;
                 });
                 let status = install(handle, id, hook);
-                hooks.lock().unwrap().installs.insert(id, status);
+                hooks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .installs
+                    .insert(id, status);
             }
         }));
     }
@@ -83,7 +95,7 @@ fn hooks_under_kills(outcomes: &Outcomes, sessions: usize, admins: usize, instal
         threads.push(thread::spawn(move || {
             for i in 0..4 {
                 let (handle, statement) = &listed[(admin * 3 + i * 5) % listed.len()];
-                let id = *statement.lock().unwrap();
+                let id = *statement.lock().unwrap_or_else(PoisonError::into_inner);
                 let _ = handle.kill_statement(id, KillSignal::QueryInterrupted);
             }
         }));
@@ -105,6 +117,7 @@ fn hooks_under_kills(outcomes: &Outcomes, sessions: usize, admins: usize, instal
         let runs = hooks.runs.get(&id).copied().unwrap_or(0);
         match hooks.installs.get(&id) {
             Some(HookStatus::Armed | HookStatus::Ran) if killed => {
+                assert!(runs > 0, "the hook of a killed statement never ran: {id:?}");
                 assert_eq!(runs, 1, "the hook of killed {id:?} ran {runs} times");
                 outcomes.saw("a hook ran for its killed statement");
             }
@@ -169,7 +182,10 @@ fn broken_rpc_installs_its_hook_on_the_current_statement() {
             pct: 1500,
             depth: 3,
         },
-        "a hook ran after its statement ended",
+        &[
+            "a hook ran after its statement ended",
+            "the hook of a killed statement never ran",
+        ],
         || {
             hooks_under_kills(&Outcomes::default(), 12, 3, |handle, _served, hook| {
                 handle.set_cancel_hook_for(handle.statement(), hook)

@@ -8,7 +8,7 @@
 #![cfg(shuttle)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use shuttle::sync::atomic::{AtomicUsize, Ordering};
@@ -73,7 +73,10 @@ struct ProcessList {
 impl ProcessList {
     fn listed(&self, conn: usize) -> (&KillHandle, StatementId) {
         let (handle, listed) = &self.sessions[conn];
-        (handle, *listed.lock().unwrap())
+        (
+            handle,
+            *listed.lock().unwrap_or_else(PoisonError::into_inner),
+        )
     }
 }
 
@@ -122,8 +125,15 @@ fn kill_query_storm(
                     }
                 }
                 let cleared = killer.reset();
-                history.lock().unwrap().ended.push((id, cleared));
-                *list.sessions[conn].1.lock().unwrap() = killer.statement();
+                history
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .ended
+                    .push((id, cleared));
+                *list.sessions[conn]
+                    .1
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = killer.statement();
             }
             (seen_at_checkpoint, conn)
         }));
@@ -140,7 +150,11 @@ fn kill_query_storm(
                 let signal = SIGNALS[admin % SIGNALS.len()];
                 let outcome = kill_query(handle, listed, signal);
                 if outcome == Some(KillOutcome::Sent) {
-                    history.lock().unwrap().sent.push((listed, signal));
+                    history
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .sent
+                        .push((listed, signal));
                 }
                 outcomes.push(outcome);
             }
@@ -232,7 +246,7 @@ fn broken_kill_query_checks_then_kills_the_current_statement() {
             pct: 2000,
             depth: 3,
         },
-        "kill on the wrong statement",
+        &["kill on the wrong statement"],
         || {
             let outcomes = Outcomes::default();
             kill_query_storm(&outcomes, 20, 3, 3, 8, |handle, listed, signal| {
@@ -335,7 +349,7 @@ fn deadlines_on_a_timer_thread(outcomes: &Outcomes, sessions: usize, deadlines: 
                 if deadlines == Deadlines::WatchdogKillsTheCurrentStatement {
                     let now = clock.elapsed();
                     let due: Vec<_> = {
-                        let mut watched = watched.lock().unwrap();
+                        let mut watched = watched.lock().unwrap_or_else(PoisonError::into_inner);
                         let (due, later) = watched.drain(..).partition(|w| w.2 <= now);
                         *watched = later;
                         due
@@ -398,7 +412,7 @@ fn broken_watchdog_kills_without_the_statement() {
             pct: 2000,
             depth: 3,
         },
-        "deadline fired early, on the second statement",
+        &["deadline fired early, on the second statement"],
         || {
             deadlines_on_a_timer_thread(
                 &Outcomes::default(),
@@ -464,7 +478,7 @@ fn async_waiters(outcomes: &Outcomes, sessions: usize, subscribe: Subscribe) {
                     }
                 }
                 let woke = shuttle::future::block_on(waiter).unwrap();
-                history.lock().unwrap().ended.push((id, cleared));
+                history.lock().unwrap_or_else(PoisonError::into_inner).ended.push((id, cleared));
                 let expected = match cleared {
                     Some(signal) => WaitOutcome::Killed(signal),
                     None => WaitOutcome::Reset,
@@ -526,7 +540,7 @@ fn broken_task_subscribes_to_the_current_statement_when_it_runs() {
             pct: 2000,
             depth: 3,
         },
-        "deadlock",
+        &["deadlock"],
         || {
             async_waiters(
                 &Outcomes::default(),
