@@ -384,7 +384,15 @@ impl Drill {
         report: &mut DrillReport,
     ) {
         if run.started_killed {
+            // The root cause: whatever follows (the drill's kill refused,
+            // the run cut short) follows from it.
             report.fail(point, Failure::StartedKilled);
+            if let Ok(output) = &run.output {
+                if let Err(message) = statement.invariant(output) {
+                    report.fail(point, Failure::Invariant(message));
+                }
+            }
+            return;
         }
         if !run.delivered {
             report.fail(
@@ -706,7 +714,8 @@ impl fmt::Display for DrillReport {
         let verdict = if self.passed() {
             "passed".to_string()
         } else {
-            format!("FAILED ({} failures)", self.failures.len())
+            let n = self.failures.len();
+            format!("FAILED ({n} failure{})", if n == 1 { "" } else { "s" })
         };
         writeln!(f, "kill drill {}: {verdict}", self.name)?;
         writeln!(

@@ -26,6 +26,9 @@ enum Bug {
     /// The pipeline resets the killer when it starts (Databend #11302):
     /// a kill that landed before is lost.
     ResetsWhenThePipelineStarts,
+    /// The statement boundary forgets to reset the killer: a kill of one
+    /// statement is still there when the next one starts.
+    NoResetAtTheBoundary,
 }
 
 /// The test engine: `INSERT INTO target SELECT … FROM source`, 200 rows,
@@ -108,7 +111,9 @@ impl Statement for InsertSelect {
     }
 
     fn begin(&mut self) {
-        self.session.reset();
+        if self.bug != Bug::NoResetAtTheBoundary {
+            self.session.reset();
+        }
         self.target.clear();
     }
 
@@ -244,6 +249,27 @@ fn the_drill_finds_a_kill_before_the_start_that_the_pipeline_clears() {
     );
 }
 
+#[test]
+fn the_drill_finds_a_kill_that_leaks_into_the_next_statement() {
+    let report = drill(Bug::NoResetAtTheBoundary);
+    // The counting run and the kill before the start pass; every later run
+    // starts with the kill of the run before it, and the drill's own kill
+    // is refused (AlreadyKilled).
+    assert!(!report.passed(), "{report}");
+    let leaked: Vec<_> = report
+        .failures
+        .iter()
+        .filter(|(_, failure)| *failure == Failure::StartedKilled)
+        .map(|(point, _)| *point)
+        .collect();
+    assert_eq!(leaked.first(), Some(&KillPoint::At(1)), "{report}");
+    assert!(leaked.contains(&KillPoint::AfterLast(15)), "{report}");
+    assert!(
+        leaked.contains(&KillPoint::Unkilled),
+        "the last run: {report}"
+    );
+}
+
 // ---------------------------------------------------------------------
 // Real SQLite work, stopped through the progress handler.
 
@@ -300,8 +326,8 @@ impl Statement for SqliteStatement {
     }
 
     fn begin(&mut self) {
-        self.session.reset();
         self.conn.execute("DELETE FROM dst", []).unwrap();
+        self.session.start_statement().unwrap();
         let session = self.session.handle();
         // The checkpoint. A handle's check is the owner's here: the
         // statement runs on the owner's thread.
@@ -317,15 +343,22 @@ impl Statement for SqliteStatement {
         } else {
             self.conn.execute(self.sql, []).map(|n| n as i64)
         };
-        result.map_err(|err| match err.sqlite_error_code() {
-            // Interrupted by the progress handler: report the kill's error,
-            // as read from the killer (not a checkpoint).
-            Some(ErrorCode::OperationInterrupted) => {
-                let signal = self.session.kill_signal().expect("interrupted by a kill");
-                StatementError::Killed(KillError::new(signal, self.session.conn_id(), ""))
+        // The statement's end: the kill's error, with its reason, if it
+        // was killed (even after its last checkpoint).
+        let ended = self.session.end_statement();
+        match (result, ended) {
+            // Interrupted by the progress handler: the client gets the
+            // killer's error.
+            (Err(err), Err(killed))
+                if err.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) =>
+            {
+                Err(StatementError::Killed(killed))
             }
-            _ => StatementError::Sql(err.to_string()),
-        })
+            (Err(err), _) => Err(StatementError::Sql(err.to_string())),
+            // Done before the kill could stop it (it landed after the last
+            // checkpoint): the work stands, and the client is told so.
+            (Ok(n), _) => Ok(n),
+        }
     }
 
     fn is_kill(&self, output: &Outcome, kill: &KillError) -> bool {
