@@ -40,6 +40,21 @@ impl SqlKiller {
         self.shared.clear_finish_func()
     }
 
+    /// [`clear_finish_func`](SqlKiller::clear_finish_func) for an async
+    /// owner: where it would block the thread on a run of the finish
+    /// function in progress on another thread, it awaits. The function is
+    /// cleared at the first poll.
+    ///
+    /// # Errors
+    ///
+    /// As `clear_finish_func`.
+    pub async fn clear_finish_func_async(&self) -> Result<(), FinishError> {
+        if self.shared.begin_clear_finish_func()? {
+            std::future::poll_fn(|cx| self.shared.poll_finish_idle(cx.waker())).await;
+        }
+        Ok(())
+    }
+
     /// Runs the finish function (TiDB `FinishResultSet`); `Ok(false)` if none
     /// is installed. Runs wait for each other, as under TiDB's lock, but no
     /// lock is held while the function runs, so it may call back into the

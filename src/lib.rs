@@ -51,10 +51,16 @@
 //! - **Async owners**: the `_async` forms of the operations that may wait
 //!   for a kill in flight ([`start_statement_async`](SqlKiller::start_statement_async),
 //!   [`end_statement_async`](SqlKiller::end_statement_async),
-//!   [`kill_immune_async`](SqlKiller::kill_immune_async)) await instead of
-//!   blocking a runtime thread. Every other owner operation is bounded: it
-//!   takes at most the side table's lock, which is never held across user
-//!   code.
+//!   [`kill_immune_async`](SqlKiller::kill_immune_async),
+//!   [`clear_finish_func_async`](SqlKiller::clear_finish_func_async)) await
+//!   instead of blocking a runtime thread. Every other owner operation is
+//!   bounded: it takes at most the side table's lock, which is never held
+//!   across user code (and runs the owner's own callbacks, such as a hook
+//!   a kill-immune section deferred, on the owner's task). Dropping the
+//!   `SqlKiller` ends the statement as `end_statement` does and may wait
+//!   the same way: an async owner awaits `end_statement_async()` first,
+//!   after which the drop waits for nothing (no kill lands on an idle
+//!   session).
 //!
 //! ## Which to use: `reset`, or `start_statement` and `end_statement`
 //!

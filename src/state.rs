@@ -7,11 +7,8 @@
 //! proofs are about these transitions only.
 //!
 //! ```text
-//!  63         19   18..16    15       14      13       12     11    10    9      8     7    6       5      4..2    1       0
-//! +-------------+---------+--------+-------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
-//! | generation  |SESSION  |SESSION |BETWEEN|PROBE_DUE|CLOSED|PARKED|OWED|IMMUNE|PROBE|HOOK|WAITERS|REASON|signal |KILLED |KILLING|
-//! |             |signal   |_HOOK   |       |         |      |      |    |      |     |    |       |      |       |       |       |
-//! +-------------+---------+--------+-------+---------+------+------+----+------+-----+----+-------+------+-------+-------+-------+
+//!  bits  63..20      19       18..16          15            14       13         12      11      10    9       8      7     6        5       4..2     1       0
+//!       generation  DEFERRED  session signal  SESSION_HOOK  BETWEEN  PROBE_DUE  CLOSED  PARKED  OWED  IMMUNE  PROBE  HOOK  WAITERS  REASON  signal  KILLED  KILLING
 //!
 //!  Idle(g)       = KILLING clear                        (signal = 0)
 //!  Killing(g, s) = KILLING set, KILLED clear            (signal = s)
@@ -136,14 +133,18 @@ const SESSION_HOOK: u64 = 1 << 15;
 /// Never cleared: every later statement start fails with it.
 const SESSION_SHIFT: u32 = 16;
 const SESSION_MASK: u64 = 0b111 << SESSION_SHIFT;
+/// This generation's kill landed inside a kill-immune section (its CAS saw
+/// `IMMUNE`): if the statement ends before the section does, the kill is
+/// not reported (`end_statement` returns `Ok`).
+const DEFERRED: u64 = 1 << 19;
 
 const PHASE: u64 = KILLING | KILLED;
 /// Bits that `reset` keeps: they describe the session, not the statement.
 const STICKY: u64 = PROBE | IMMUNE | SESSION_HOOK | SESSION_MASK;
 /// Bits whose generation-local data lives in the side table.
 const SIDE_DATA: u64 = REASON | WAITERS | HOOK;
-const GEN_SHIFT: u32 = 19;
-/// Generations wrap after 2^45.
+const GEN_SHIFT: u32 = 20;
+/// Generations wrap after 2^44.
 pub(crate) const GENERATION_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
 const LOW_MASK: u64 = (1 << GEN_SHIFT) - 1;
 /// Every flag bit (for `Debug`).
@@ -156,7 +157,7 @@ const NOT_QUIET: u64 = SIGNAL_MASK | PROBE_DUE;
 pub(crate) struct Snapshot(u64);
 
 impl Snapshot {
-    /// The statement's sequence number in its session (45 bits).
+    /// The statement's sequence number in its session (44 bits).
     pub(crate) const fn generation(self) -> u64 {
         self.0 >> GEN_SHIFT
     }
@@ -220,6 +221,11 @@ impl Snapshot {
     /// the session's hook.
     pub(crate) const fn has_subscribers(self) -> bool {
         self.0 & (WAITERS | HOOK | SESSION_HOOK) != 0
+    }
+
+    /// The kill landed inside a kill-immune section.
+    pub(crate) const fn is_deferred(self) -> bool {
+        self.0 & DEFERRED != 0
     }
 
     /// The session is between statements (its idle phase).
@@ -296,9 +302,9 @@ pub(crate) enum KillTransition {
     /// caller must publish its side effects and then call
     /// [`StateCell::transition_to_killed`] (from a drop guard).
     Won(Snapshot),
-    /// Another kill won this generation (the second field) first, with
-    /// this signal.
-    AlreadyKilled(KillSignal, u64),
+    /// Another kill won first, with this signal: of the running statement
+    /// (its generation), or of the session (`None` if it is idle).
+    AlreadyKilled(KillSignal, Option<u64>),
     /// The statement aimed at has ended, or the session is closed.
     Stale,
     /// The session is between statements: there is no current query.
@@ -507,10 +513,16 @@ impl StateCell {
             if current.is_closed() || target.is_some_and(|g| g != current.generation()) {
                 return Step::Stop(KillTransition::Stale);
             }
-            if let Some(winner) = current.signal().or(current.session_signal()) {
+            if let Some(winner) = current.signal() {
                 // (A session kill's statement, or a later one born killed,
                 // has the session's signal: severity never goes down.)
-                return Step::Stop(KillTransition::AlreadyKilled(winner, current.generation()));
+                let running = Some(current.generation());
+                return Step::Stop(KillTransition::AlreadyKilled(winner, running));
+            }
+            if let Some(session) = current.session_signal() {
+                // Idle after a session kill (a running statement would
+                // carry its signal).
+                return Step::Stop(KillTransition::AlreadyKilled(session, None));
             }
             if current.is_between() {
                 return Step::Stop(KillTransition::Idle);
@@ -518,6 +530,9 @@ impl StateCell {
             let mut next = current.killing(signal);
             if with_reason {
                 next = next.with(REASON);
+            }
+            if current.is_immune() {
+                next = next.with(DEFERRED);
             }
             Step::Write(next, KillTransition::Won(next))
         })
@@ -549,6 +564,9 @@ impl StateCell {
             if with_reason {
                 next = next.with(REASON);
             }
+            if current.is_immune() {
+                next = next.with(DEFERRED);
+            }
             Step::Write(next, SessionTransition::Won(next))
         })
     }
@@ -576,14 +594,21 @@ impl StateCell {
         end: End,
     ) -> Result<Snapshot, Snapshot> {
         let hint = self.hint();
-        self.transition_to_next_statement(hint, generation, end)
+        if hint.session_signal().is_some() {
+            // A session kill's statements are born with its reason, which
+            // takes the side-table lock: the slow path.
+            return Err(self.load_for_update());
+        }
+        self.transition_to_next_statement(hint, generation, end, false)
             .map(|()| hint)
     }
 
     /// Ends the generation of `current` (owner only): one CAS from the exact
     /// state read, to `Idle(generation)`, keeping only the session's flags,
     /// and then per `end`: a running statement (born killed with the
-    /// session's signal if the session was killed), the idle phase
+    /// session's signal if the session was killed, and `REASON` if
+    /// `born_with_reason`: the caller holds the side-table lock and writes
+    /// the session's reason as the statement's), the idle phase
     /// (`BETWEEN`), or a closed session (`CLOSED`). A kill that lands
     /// between the read and the CAS makes it fail, so the kill is either
     /// returned by this end or survives into the next generation (TiDB
@@ -594,13 +619,19 @@ impl StateCell {
         current: Snapshot,
         generation: u64,
         end: End,
+        born_with_reason: bool,
     ) -> Result<(), Snapshot> {
         debug_assert!(!current.is_killing());
         let mut next = current.to_generation(generation);
         match (end, current.session_signal()) {
             // A session kill outlives statements: a statement started
             // after it is killed from birth, or not started at all.
-            (End::Reset, Some(signal)) => next = next.killing(signal).with(KILLED),
+            (End::Reset, Some(signal)) => {
+                next = next.killing(signal).with(KILLED);
+                if born_with_reason {
+                    next = next.with(REASON);
+                }
+            }
             (End::Start, Some(_)) | (End::Idle, _) => next = next.with(BETWEEN),
             (End::Reset | End::Start, None) | (End::Close, _) => {}
         }
@@ -780,13 +811,13 @@ mod tests {
             "State { generation: 1, phase: Killing(QueryInterrupted), flags: 0x2040 }"
         );
         let all = Snapshot(u64::MAX);
-        assert!(format!("{all:?}").ends_with("flags: 0xffe0 }"), "{all:?}");
+        assert!(format!("{all:?}").ends_with("flags: 0x8ffe0 }"), "{all:?}");
     }
 
     #[test]
-    fn generation_wraps_after_2_pow_45() {
+    fn generation_wraps_after_2_pow_44() {
         let last = Snapshot(!LOW_MASK);
-        assert_eq!(last.generation(), (1 << 45) - 1);
+        assert_eq!(last.generation(), (1 << 44) - 1);
         assert_eq!(last.next_generation().generation(), 0);
     }
 
@@ -814,7 +845,7 @@ mod tests {
     #[test]
     fn a_kill_from_a_stale_hint_reads_the_word() {
         let cell = StateCell::new();
-        cell.transition_to_next_statement(cell.snapshot(), 1, End::Reset)
+        cell.transition_to_next_statement(cell.snapshot(), 1, End::Reset, false)
             .unwrap();
         // The hint says generation 1; a kill aimed at 1 wins at once, one
         // aimed at 0 reads the word and is stale.
@@ -833,7 +864,7 @@ mod tests {
             "a killed statement is not the hint"
         );
         let closed = cell.snapshot();
-        cell.transition_to_next_statement(closed, 2, End::Close)
+        cell.transition_to_next_statement(closed, 2, End::Close, false)
             .unwrap();
         assert!(cell.snapshot().is_closed());
         assert_eq!(

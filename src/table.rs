@@ -126,6 +126,10 @@ pub(crate) struct SideTable {
     /// The session kill's reason text; valid once the word has a session
     /// signal (never cleared after).
     pub(crate) session_reason: String,
+    /// The generation whose kill last ran the session hook: the hook runs
+    /// once per killed statement, however often the kill is served (a
+    /// kill-immune section entered after it serves it again at its end).
+    pub(crate) session_served: Option<u64>,
     /// Waiters for the session kill (`SqlKiller::session_killed`).
     pub(crate) session_waiters: Vec<(u64, Wake)>,
 }

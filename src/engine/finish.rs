@@ -1,5 +1,7 @@
 //! The finish function: how a killer releases a statement stuck writing its result set.
 
+use std::task::{Poll, Waker};
+
 use super::{table, Shared};
 use crate::callback::{self, Kind};
 use crate::loom::{lock, wait};
@@ -15,6 +17,43 @@ impl Shared {
             slot.func.replace(func)
         };
         drop(replaced);
+    }
+
+    /// Clears the finish function without waiting for a run in progress:
+    /// `Ok(true)` if one is running (on another thread: await
+    /// [`poll_finish_idle`](Self::poll_finish_idle)).
+    pub(crate) fn begin_clear_finish_func(&self) -> Result<bool, FinishError> {
+        let cleared = {
+            let mut side = lock(&self.side);
+            let slot = &mut table(&mut side).finish;
+            slot.version += 1;
+            let running = slot.running;
+            (slot.func.take(), running)
+        };
+        let (func, running) = cleared;
+        drop(func);
+        if running && callback::finishing(self.id) {
+            return Err(FinishError::ReentrantClear);
+        }
+        Ok(running)
+    }
+
+    /// `Ready` once no run of the finish function is in progress; else
+    /// `Pending` with `waker` registered, woken by the run's end.
+    pub(crate) fn poll_finish_idle(&self, waker: &Waker) -> Poll<()> {
+        let ours = waker.clone();
+        let old = {
+            let mut side = lock(&self.side);
+            let table = table(&mut side);
+            if !table.finish.running {
+                drop(side);
+                drop(ours);
+                return Poll::Ready(());
+            }
+            table.owner_waker.replace(ours)
+        };
+        drop(old);
+        Poll::Pending
     }
 
     pub(crate) fn clear_finish_func(&self) -> Result<(), FinishError> {
@@ -82,9 +121,13 @@ struct FinishRun<'a> {
 
 impl Drop for FinishRun<'_> {
     fn drop(&mut self) {
-        let leftover = {
+        let (leftover, waker) = {
             let mut side = lock(&self.killer.side);
-            let slot = &mut table(&mut side).finish;
+            let table = table(&mut side);
+            // An async owner awaiting `clear_finish_func_async` (a spurious
+            // wake-up for any other owner wait: it polls again).
+            let waker = table.owner_waker.take();
+            let slot = &mut table.finish;
             slot.running = false;
             let leftover = if slot.version == self.version && self.returned {
                 slot.func = self.func.take();
@@ -93,8 +136,11 @@ impl Drop for FinishRun<'_> {
                 self.func.take()
             };
             self.killer.progress.notify_all();
-            leftover
+            (leftover, waker)
         };
         callback::drop_contained(leftover);
+        if let Some(waker) = waker {
+            callback::contained(|| waker.wake());
+        }
     }
 }

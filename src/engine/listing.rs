@@ -55,6 +55,9 @@ pub(crate) struct ListCore {
 /// come from, and the times a listing shows.
 pub(crate) struct Listing {
     list: Weak<ListCore>,
+    /// The connection id it was registered under (its key in the list,
+    /// whatever `set_conn_id` does later).
+    conn_id: u64,
     numbers: Arc<AtomicU64>,
     /// When the current statement started, on the list's clock.
     started_at: AtomicU64,
@@ -95,6 +98,7 @@ impl ListCore {
         }
         let listing = Box::new(Listing {
             list: Arc::downgrade(self),
+            conn_id,
             numbers: Arc::clone(&self.numbers),
             started_at: AtomicU64::new(self.timer.now()),
             killed_at: AtomicU64::new(NEVER),
@@ -180,7 +184,7 @@ impl Shared {
         let Some(list) = listing.list.upgrade() else {
             return;
         };
-        let conn_id = self.conn_id();
+        let conn_id = listing.conn_id;
         let removed = {
             let mut shard = write(list.shard(conn_id));
             match shard.get(&conn_id) {

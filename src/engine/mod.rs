@@ -170,8 +170,8 @@ impl Shared {
             .transition_to_killing(generation, signal, side.is_some())
         {
             KillTransition::Won(won) => won,
-            KillTransition::AlreadyKilled(winner, at) => {
-                return (KillOutcome::AlreadyKilled(winner), Some(at))
+            KillTransition::AlreadyKilled(winner, running) => {
+                return (KillOutcome::AlreadyKilled(winner), running)
             }
             KillTransition::Stale => return (KillOutcome::Stale, None),
             KillTransition::Idle => return (KillOutcome::Idle, None),

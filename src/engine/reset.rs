@@ -95,7 +95,11 @@ impl Shared {
             Poll::Ready(ended) => ended,
             Poll::Pending => return Poll::Pending,
         };
+        let ended_inside_section = ended.ended.is_deferred() && ended.ended.is_immune();
         Poll::Ready(match ended.ended.signal() {
+            // A kill that landed inside a kill-immune section which is still
+            // open: past the point of no return, it is not reported.
+            Some(_) if ended_inside_section => Ok(()),
             Some(signal) => Err(KillError::new(signal, self.conn_id(), &ended.reason)),
             None => Ok(()),
         })
@@ -223,7 +227,10 @@ impl Shared {
             // Generation-local data in the side table is cleared under its
             // lock, in the same critical section as the CAS that ends the
             // generation (I4).
-            let mut side = current.has_side_data().then(|| lock(&self.side));
+            // A statement born killed by a session kill is born with its
+            // reason too: written under the lock, with the CAS (I4).
+            let born_killed = end == End::Reset && current.session_signal().is_some();
+            let mut side = (current.has_side_data() || born_killed).then(|| lock(&self.side));
             if side
                 .as_mut()
                 .is_some_and(|side| table(side).hook_runners > 0)
@@ -251,9 +258,13 @@ impl Shared {
                 continue;
             }
             let generation = number(current);
-            if let Err(actual) = self
-                .state
-                .transition_to_next_statement(current, generation, end)
+            let born_with_reason = born_killed
+                && side
+                    .as_mut()
+                    .is_some_and(|side| !table(side).session_reason.is_empty());
+            if let Err(actual) =
+                self.state
+                    .transition_to_next_statement(current, generation, end, born_with_reason)
             {
                 current = actual;
                 continue;
@@ -265,7 +276,11 @@ impl Shared {
                     // reports), not cleared: the reason survives.
                     reason = std::mem::take(&mut table.reason);
                 }
-                table.end_generation(current.has_waiters())
+                let leftovers = table.end_generation(current.has_waiters());
+                if born_with_reason {
+                    table.reason.clone_from(&table.session_reason);
+                }
+                leftovers
             });
             drop(side);
             let mut ended = self.finish_statement(current, generation, end, leftovers, panics);

@@ -46,7 +46,8 @@ impl Shared {
             } else {
                 Hooks::default()
             };
-            if flags.has_session_hook() {
+            if flags.has_session_hook() && table.session_served != Some(flags.generation()) {
+                table.session_served = Some(flags.generation());
                 hooks.session = table
                     .session_hook
                     .clone()
@@ -137,7 +138,13 @@ impl Shared {
             return HookStatus::Stale;
         }
         match prev.signal() {
-            Some(signal) if !prev.has_session_hook() && !prev.is_immune() => {
+            // Killed, and the kill has not run a session hook (its CAS came
+            // first and saw none, or it has not been served yet): run the
+            // new one here, once. Inside a kill-immune section it is owed.
+            Some(signal)
+                if !prev.is_immune() && table.session_served != Some(prev.generation()) =>
+            {
+                table.session_served = Some(prev.generation());
                 let run = HookRun::counted(self, table, Hooks::one(Box::new(move || hook(signal))));
                 drop(side);
                 drop(old);
