@@ -270,6 +270,66 @@ fn the_drill_finds_a_kill_that_leaks_into_the_next_statement() {
     );
 }
 
+/// A statement split over two workers, each checking on its own thread
+/// through a handle, 10 checkpoints each.
+struct TwoWorkers {
+    session: SqlKiller,
+}
+
+impl Statement for TwoWorkers {
+    type Output = Result<u64, KillError>;
+
+    fn session(&self) -> KillHandle {
+        self.session.handle()
+    }
+
+    fn begin(&mut self) {
+        self.session.reset();
+    }
+
+    fn run(&mut self) -> Self::Output {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..2u64)
+                .map(|w| {
+                    let handle = self.session.handle();
+                    scope.spawn(move || {
+                        let mut sum = 0;
+                        for chunk in 0..10 {
+                            handle.check_signal()?;
+                            sum += w * 10 + chunk;
+                        }
+                        Ok(sum)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .sum::<Result<u64, KillError>>()
+        })
+    }
+
+    fn is_kill(&self, output: &Self::Output, kill: &KillError) -> bool {
+        output.as_ref().err() == Some(kill)
+    }
+}
+
+#[test]
+fn the_drill_counts_the_checkpoints_of_worker_threads() {
+    // The worker that did not meet the kill may check once more before it
+    // sees it: one checkpoint after the kill is allowed, per other worker.
+    let report = Drill::new("two workers")
+        .checkpoints_after_kill(1)
+        .run(&mut TwoWorkers {
+            session: SqlKiller::new(),
+        });
+    eprintln!("{report}");
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.checkpoints, 20);
+    assert_eq!(report.kills_delivered, 22);
+}
+
 // ---------------------------------------------------------------------
 // Real SQLite work, stopped through the progress handler.
 
