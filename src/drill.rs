@@ -587,6 +587,9 @@ impl fmt::Display for Failure {
                 f,
                 "the run ended after {checkpoints} checkpoints, before the kill's: not the same run each time"
             ),
+            Failure::NotDelivered(Some(KillOutcome::Idle)) => f.write_str(
+                "the kill was not delivered: the session was idle (start the statement in Statement::begin)",
+            ),
             Failure::NotDelivered(outcome) => write!(f, "the kill was not delivered: {outcome:?}"),
             Failure::StartedKilled => f.write_str(
                 "the statement was killed before the drill's kill: a kill of an earlier run leaked into it",
