@@ -117,6 +117,13 @@ impl SqlKiller {
     }
 
     /// Whether the session is idle, between statements.
+    ///
+    /// A killer from [`SqlKiller::new`] starts *running* its first
+    /// statement (as TiDB's does, for servers that only call `reset`). A
+    /// server that brackets statements calls `end_statement()` once right
+    /// after creating it, so that a `KILL QUERY` before the first statement
+    /// finds it idle; sessions from [`ProcessList::register`](crate::ProcessList::register)
+    /// start idle.
     pub fn is_idle(&self) -> bool {
         self.shared.is_idle()
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{ListCore, Shared};
+use crate::engine::{ListCore, Row, Shared};
 use crate::{
     KillHandle, KillOutcome, KillSignal, ManualClock, SessionPhase, SqlKiller, StatementId, Ticket,
 };
@@ -22,6 +22,10 @@ use crate::{
 /// share the list's locks for reading and hold them only to clone a
 /// pointer; a session joining or leaving holds one shard (of 16) for one
 /// map insert or remove.
+///
+/// A session leaves the list when its `SqlKiller` is dropped; one that is
+/// never dropped (leaked with `mem::forget`, or kept alive by a cycle of
+/// your own) stays listed, its time rising.
 ///
 /// The list numbers its sessions' statements from one counter, so a
 /// statement number ([`ProcessInfo::query_id`], `StatementId::as_u64`) is
@@ -240,7 +244,9 @@ impl ProcessList {
             .core
             .sessions()
             .iter()
-            .map(|session| info(session, now))
+            .map(|session| session.row(now))
+            .filter(|row| !row.closed) // leaving: its owner was dropped
+            .map(info)
             .collect();
         rows.sort_by_key(|row| row.conn_id);
         rows
@@ -256,7 +262,7 @@ impl ProcessList {
 
     /// How many sessions are registered.
     pub fn len(&self) -> usize {
-        self.core.sessions().len()
+        self.core.len()
     }
 
     /// Whether no session is registered.
@@ -279,8 +285,7 @@ fn kill(session: Arc<Shared>, outcome: KillOutcome, generation: Option<u64>) -> 
     }
 }
 
-fn info(session: &Shared, now: u64) -> ProcessInfo {
-    let row = session.row(now);
+fn info(row: Row) -> ProcessInfo {
     let running = row.phase != SessionPhase::Idle;
     ProcessInfo {
         conn_id: row.conn_id,

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::clock::WaitDeadline;
-use crate::engine::{SessionWait, Shared};
+use crate::engine::{Register, SessionWait, Shared};
 use crate::{HookStatus, KillError, KillHandle, KillOutcome, KillSignal, SqlKiller};
 
 impl SqlKiller {
@@ -63,11 +63,17 @@ impl SqlKiller {
     ///
     /// Use it for what never changes between statements, e.g. SQLite's
     /// `InterruptHandle::interrupt`. The hook must be quick and must not
-    /// block (it may run on the timer's behalf for a deadline).
+    /// block: for a `max_execution_time` kill it runs on the timer thread
+    /// itself, which serves every session (a statement's own hook gets a
+    /// thread of its own there). Its panic reaches the killer as a
+    /// statement hook's does (contained on the timer).
     ///
-    /// `Armed`; or `Ran` if the current statement had been killed by a
-    /// kill that could not see a session hook (it runs at once, here);
-    /// `Stale` if the owner was dropped.
+    /// It runs once per killed statement, whoever serves the kill. Once
+    /// this returns, later kills run the new hook; a kill being served on
+    /// another thread at this moment may still run the old one, once.
+    ///
+    /// `Armed`; or `Ran` if the current statement had been killed and its
+    /// kill had not run a session hook (the new one runs at once, here).
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,7 +101,9 @@ impl SqlKiller {
         self.shared.set_session_hook(Some(Arc::new(hook)))
     }
 
-    /// Removes the session's cancel hook (dropped here, outside any lock).
+    /// Removes the session's cancel hook. A kill being served on another
+    /// thread at this moment may still run it once (it holds its own
+    /// reference, dropped there); later kills do not.
     pub fn clear_session_cancel_hook(&self) {
         let _ = self.shared.set_session_hook(None);
     }
@@ -147,12 +155,8 @@ impl SessionKilled {
     /// The outcome if the session was killed (`Some(Some)`) or closed
     /// (`Some(None)`); never blocks.
     pub fn try_outcome(&mut self) -> Option<Option<KillError>> {
-        let done = self.shared.poll_session_kill(&mut self.wait, None);
-        if done.is_none() {
-            // Not waiting: forget the thread we just registered.
-            self.shared.forget_session_wait(&mut self.wait);
-        }
-        done
+        self.shared
+            .poll_session_kill(&mut self.wait, Register::Keep)
     }
 
     /// Blocks until the session is killed (`Some`) or closed (`None`).
@@ -166,13 +170,8 @@ impl SessionKilled {
     /// Blocks until the session is killed or closed, or `timeout` passes
     /// (`None` then).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Option<KillError>> {
-        let done = self
-            .shared
-            .wait_session_kill(&mut self.wait, WaitDeadline::after(timeout));
-        if done.is_none() {
-            self.shared.forget_session_wait(&mut self.wait);
-        }
-        done
+        self.shared
+            .wait_session_kill(&mut self.wait, WaitDeadline::after(timeout))
     }
 }
 
@@ -183,7 +182,7 @@ impl Future for SessionKilled {
         let this = self.get_mut();
         match this
             .shared
-            .poll_session_kill(&mut this.wait, Some(cx.waker()))
+            .poll_session_kill(&mut this.wait, Register::Task(cx.waker()))
         {
             Some(done) => Poll::Ready(done),
             None => Poll::Pending,

@@ -103,9 +103,13 @@ pub struct InvalidKillSignal(pub u32);
 /// carry their killer's identity, so an id taken from one session never
 /// matches a statement of another: a kill, hook or event aimed at a
 /// foreign id is `Stale` (or `Reset`). Within a session the sequence
-/// number increases by one per `reset` and wraps after 2^50 statements
-/// (over 35 years at a million statements per second); ids compare for
-/// equality only, since wrapping makes "older" meaningless.
+/// number increases by one per statement end (`reset`, `start_statement`,
+/// `end_statement`: the idle phase has a number of its own) and wraps after
+/// 2^44 (half a year at a million ends per second); a session of a
+/// [`ProcessList`](crate::ProcessList) takes its numbers from the list's
+/// one counter instead, so they are unique in the list and not
+/// consecutive. Ids compare for equality only, since wrapping makes
+/// "older" meaningless.
 ///
 /// [`reset`]: crate::SqlKiller::reset
 ///
@@ -151,26 +155,31 @@ impl fmt::Display for StatementId {
 }
 
 /// What a kill request did.
-#[must_use = "a kill may not have landed: `Stale` and `AlreadyKilled` say why"]
+#[must_use = "a kill may not have landed: `Stale`, `AlreadyKilled` and `Idle` say why"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KillOutcome {
     /// This call won: its signal is the statement's, its side effects are published.
     Sent,
-    /// Another kill won this statement first; this is its signal. Nothing changed.
+    /// Another kill won this statement first (or, for a session that was
+    /// killed as a whole and is idle, the session); this is its signal.
+    /// Nothing changed.
     AlreadyKilled(KillSignal),
     /// The targeted statement has already ended (or the session is
     /// closed). Nothing changed.
     Stale,
     /// The session is idle, between statements: there is no current query
     /// to kill. Nothing changed, and the next statement is not affected
-    /// (as MySQL skips a `KILL QUERY` on an idle connection). Only sessions
-    /// that mark statement ends ([`SqlKiller::end_statement`](crate::SqlKiller::end_statement))
-    /// are ever idle.
+    /// (as MySQL skips a `KILL QUERY` on an idle connection). A session is
+    /// idle after [`SqlKiller::end_statement`](crate::SqlKiller::end_statement),
+    /// and a session of a [`ProcessList`](crate::ProcessList) from its
+    /// registration to its first statement; one that only calls `reset`
+    /// is idle at no other time.
     Idle,
 }
 
 /// Where a session is, as a process list shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SessionPhase {
     /// Between statements.
     Idle,

@@ -685,7 +685,9 @@ impl StateCell {
     /// kill after it sees no `IMMUNE` and serves itself.
     pub(crate) fn leave_section(&self) {
         self.update(None, |current| {
-            let mut next = Snapshot(current.0 & !IMMUNE);
+            // The section is over: a kill it deferred is reported from now
+            // on (`DEFERRED` only means "inside the section that is open").
+            let mut next = Snapshot(current.0 & !(IMMUNE | DEFERRED));
             if current.signal().is_some() {
                 next = next.with(OWED);
             }
@@ -827,10 +829,14 @@ mod tests {
         let _ = cell.enter_section();
         assert_eq!(
             cell.transition_to_killing(None, KillSignal::QueryInterrupted, false),
-            KillTransition::Won(Snapshot(IMMUNE).killing(KillSignal::QueryInterrupted))
+            KillTransition::Won(Snapshot(IMMUNE | DEFERRED).killing(KillSignal::QueryInterrupted))
         );
         cell.leave_section();
         let now = cell.snapshot();
+        assert!(
+            !now.is_deferred(),
+            "the section is over: the kill is reported"
+        );
         assert!(!now.is_immune() && now.is_owed());
         assert_eq!(
             cell.claim_owed(),

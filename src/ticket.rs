@@ -28,6 +28,10 @@ impl KillHandle {
     /// `pg_terminate_backend(pid, timeout)`: the kill has taken effect when
     /// the ticket completes.
     ///
+    /// Only the session's owner ends its statements: a ticket waited for
+    /// on the owner's own thread (or task) for its running statement never
+    /// completes. Wait on a killer's thread, or with a timeout.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use sqlkiller::{KillSignal, SqlKiller};

@@ -1478,3 +1478,110 @@ fn an_async_owner_operation_dropped_while_waiting() {
         assert_eq!(killer.handle_signal(), Ok(()));
     });
 }
+
+// ---- regressions found in review --------------------------------------------------
+
+/// Catches: `kill_session` waking the session's waiters before it has
+/// published the statement's kill. A waker that drops the owner (a
+/// connection task closing on `KILL CONNECTION`) then waited, on the
+/// killing thread, for the kill that thread was about to publish: a hang.
+#[test]
+fn a_session_kill_waiter_that_drops_the_owner_does_not_hang_the_kill() {
+    within("a session-kill waker dropping its owner", HANG, || {
+        let owner = Arc::new(Mutex::new(Some(SqlKiller::new())));
+        let killer = owner.lock().unwrap().as_ref().unwrap().handle();
+        owner
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .start_statement()
+            .unwrap();
+        let mut killed = killer.session_killed();
+        let slot = Arc::clone(&owner);
+        let waker = Waker::from(Arc::new(OnWake(move || {
+            drop(slot.lock().unwrap().take()); // the connection closes
+        })));
+        assert_eq!(
+            Pin::new(&mut killed).poll(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
+        assert_eq!(
+            killer.kill_session(QueryInterrupted, "KILL 1"),
+            KillOutcome::Sent
+        );
+        assert!(
+            owner.lock().unwrap().is_none(),
+            "the waker closed the session"
+        );
+    });
+}
+
+/// Catches: a kill deferred by an earlier kill-immune section, then
+/// swallowed because a later section is open when the statement ends. Only
+/// the section the kill landed in makes it unreported.
+#[test]
+fn a_kill_deferred_by_an_earlier_section_is_reported_inside_a_later_one() {
+    let killer = SqlKiller::new();
+    killer.start_statement().unwrap();
+    let first = killer.kill_immune();
+    assert_eq!(
+        killer.handle().send_kill_signal(QueryInterrupted),
+        KillOutcome::Sent
+    );
+    drop(first); // the kill is owed from here on
+    let second = killer.kill_immune(); // serves what the first one owed
+    assert_eq!(killer.end_statement(), Err(KillError::QueryInterrupted));
+    drop(second);
+}
+
+/// Catches: a deadline's kill starting a thread for every statement that
+/// times out when the session's hook (quick by contract) is the only one:
+/// it runs where the deadline fires, never on a `sqlkiller-deadline`
+/// thread.
+#[test]
+fn a_deadline_serves_the_session_hook_without_starting_a_thread() {
+    let clock = ManualClock::new();
+    let killer = SqlKiller::with_clock(&clock);
+    let ran_on: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = Arc::clone(&ran_on);
+    let _ = killer.set_session_cancel_hook(move |_| {
+        seen.lock()
+            .unwrap()
+            .push(thread::current().name().map(str::to_owned));
+    });
+    killer.set_max_execution_time(Some(10 * MS));
+    for _ in 0..3 {
+        killer.start_statement().unwrap();
+        clock.advance(20 * MS);
+        assert_eq!(killer.end_statement(), Err(KillError::MaxExecTimeExceeded));
+    }
+    let ran_on = ran_on.lock().unwrap();
+    assert_eq!(ran_on.len(), 3, "{ran_on:?}");
+    assert!(
+        ran_on
+            .iter()
+            .all(|name| name.as_deref() != Some("sqlkiller-deadline")),
+        "{ran_on:?}"
+    );
+}
+
+/// Catches: `try_outcome` throwing away the registration an earlier poll
+/// of the future made: the task would never be woken by the kill.
+#[test]
+fn try_outcome_keeps_a_pending_futures_registration() {
+    let killer = SqlKiller::new();
+    let mut killed = killer.session_killed();
+    let woken = Arc::new(AtomicUsize::new(0));
+    let w = Arc::clone(&woken);
+    let waker = Waker::from(Arc::new(OnWake(move || {
+        w.fetch_add(1, SeqCst);
+    })));
+    assert!(Pin::new(&mut killed)
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    assert_eq!(killed.try_outcome(), None);
+    let _ = killer.handle().kill_session(QueryInterrupted, "");
+    assert_eq!(woken.load(SeqCst), 1, "the task was not woken");
+    assert!(killed.try_outcome().is_some());
+}

@@ -219,25 +219,35 @@ fn broken_session_kill_checked_at_start() {
 /// wake-up: loom reports a deadlock otherwise), and only after the end.
 #[test]
 fn ticket_wait_races_statement_end() {
-    check("ticket_wait_races_statement_end", None, &[], |_| {
-        let killer = Arc::new(SqlKiller::new());
-        let stmt = killer.start_statement().unwrap();
-        let handle = killer.handle();
-        let t = thread::spawn(move || {
-            let outcome = handle.kill_statement(stmt, QueryInterrupted);
-            let mut ticket = handle.ticket(stmt);
-            ticket.wait();
-            assert_ne!(
-                handle.statement(),
-                stmt,
-                "the ticket completed before the end"
-            );
-            outcome
-        });
-        let ended = killer.end_statement();
-        let outcome = t.join().unwrap();
-        assert_eq!(outcome == KillOutcome::Sent, ended.is_err());
-    });
+    check(
+        "ticket_wait_races_statement_end",
+        None,
+        &["killed, then ended", "ended first"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let stmt = killer.start_statement().unwrap();
+            let handle = killer.handle();
+            let t = thread::spawn(move || {
+                let outcome = handle.kill_statement(stmt, QueryInterrupted);
+                let mut ticket = handle.ticket(stmt);
+                ticket.wait();
+                assert_ne!(
+                    handle.statement(),
+                    stmt,
+                    "the ticket completed before the end"
+                );
+                outcome
+            });
+            let ended = killer.end_statement();
+            let outcome = t.join().unwrap();
+            assert_eq!(outcome == KillOutcome::Sent, ended.is_err());
+            seen.saw(if ended.is_err() {
+                "killed, then ended"
+            } else {
+                "ended first"
+            });
+        },
+    );
 }
 
 /// The twin: a "ticket" that is the statement's kill event. It completes
@@ -517,6 +527,67 @@ fn async_end_waits_for_a_hook_on_another_thread() {
                 seen.saw("ended first");
             }
             let _ = t.join().unwrap();
+        },
+    );
+}
+
+/// A session kill with a reason races `reset` (a server that only marks
+/// starts): whichever comes first, the statement that runs after both is
+/// killed and reports the session kill's reason (I4 for statements born
+/// killed: the reason is written under the lock, with the CAS).
+#[test]
+fn session_kill_races_reset_and_the_reason_survives() {
+    check(
+        "session_kill_races_reset_and_the_reason_survives",
+        None,
+        &["reset first", "session kill first"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            let first = killer.statement();
+            let handle = killer.handle();
+            let t = thread::spawn(move || handle.kill_session(RunawayQueryExceeded, "quota"));
+            let cleared = killer.reset();
+            assert_eq!(t.join().unwrap(), KillOutcome::Sent);
+            seen.saw(if cleared.is_some() {
+                "session kill first"
+            } else {
+                "reset first"
+            });
+            assert_ne!(killer.statement(), first);
+            let err = killer.handle_signal().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "Query execution was interrupted, identified as runaway query [quota]"
+            );
+        },
+    );
+}
+
+/// A session kill races the statement's end, with a task waiting for the
+/// session kill: the waiter is always woken (loom reports a deadlock
+/// otherwise), the end reports the kill only if it landed first, and no
+/// statement starts after.
+#[test]
+fn session_kill_races_statement_end_with_a_waiter() {
+    check(
+        "session_kill_races_statement_end_with_a_waiter",
+        Some(3),
+        &["killed the statement", "found it idle"],
+        |seen| {
+            let killer = Arc::new(SqlKiller::new());
+            killer.start_statement().unwrap();
+            let mut killed = killer.session_killed();
+            let handle = killer.handle();
+            let t = thread::spawn(move || handle.kill_session(QueryInterrupted, ""));
+            let ended = killer.end_statement();
+            assert_eq!(killed.wait().map(|e| e.code()), Some(1317));
+            assert_eq!(t.join().unwrap(), KillOutcome::Sent);
+            seen.saw(if ended.is_err() {
+                "killed the statement"
+            } else {
+                "found it idle"
+            });
+            assert!(killer.start_statement().is_err());
         },
     );
 }

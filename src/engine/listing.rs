@@ -3,10 +3,11 @@
 //! The list maps connection ids to sessions in shards, each behind a
 //! reader-writer lock. Lookups and listings take read locks, so they never
 //! wait behind one another; only a session joining or leaving its shard
-//! takes the write lock, for one map insert or remove (no user code). A
-//! lookup clones the session's `Arc` and lets go of the lock *before* it
-//! kills: no kill holds a list lock, and a kill acts on the session's word,
-//! never on something the lookup read before.
+//! takes the write lock, for one map insert or remove (no user code; a
+//! reader that arrives while a writer waits queues behind that one insert
+//! or remove). Every reader holds a shard's lock only to clone `Arc`s, and
+//! reads the sessions after letting go. A kill holds no list lock, and acts
+//! on the session's word, never on something the lookup read before.
 //!
 //! The list also hands out its sessions' generations, from one counter, so
 //! a statement number is unique in the list: `KILL QUERY ID n` names one
@@ -59,8 +60,11 @@ pub(crate) struct Listing {
     /// whatever `set_conn_id` does later).
     conn_id: u64,
     numbers: Arc<AtomicU64>,
-    /// When the current statement started, on the list's clock.
+    /// When the statement `started_gen` started, on the list's clock:
+    /// stamped before the CAS that starts it, so every kill of it is
+    /// stamped later.
     started_at: AtomicU64,
+    started_gen: AtomicU64,
     /// When the last kill landed (`NEVER`: none yet).
     killed_at: AtomicU64,
 }
@@ -73,6 +77,8 @@ pub(crate) struct Row {
     pub(crate) time_in_statement: Duration,
     pub(crate) killed_for: Option<Duration>,
     pub(crate) session_killed: Option<KillSignal>,
+    /// The owner was dropped; the session is leaving the list.
+    pub(crate) closed: bool,
 }
 
 impl ListCore {
@@ -101,6 +107,7 @@ impl ListCore {
             conn_id,
             numbers: Arc::clone(&self.numbers),
             started_at: AtomicU64::new(self.timer.now()),
+            started_gen: AtomicU64::new(NEVER),
             killed_at: AtomicU64::new(NEVER),
         });
         let generation = self.numbers.fetch_add(1, Relaxed) & GENERATION_MASK;
@@ -126,10 +133,15 @@ impl ListCore {
         all
     }
 
-    /// The session whose running statement has number `query_id`.
+    /// The session whose running statement has number `query_id`. Each
+    /// shard's read lock is held only while its `Arc`s are cloned; the
+    /// words are read after.
     pub(crate) fn find_statement(&self, query_id: u64) -> Option<(Arc<Shared>, StatementId)> {
+        let mut sessions = Vec::new();
         for shard in self.shards.iter() {
-            let found = read(shard).values().find_map(|session| {
+            sessions.clear();
+            sessions.extend(read(shard).values().cloned());
+            let found = sessions.iter().find_map(|session| {
                 let state = session.state.snapshot();
                 (state.generation() == query_id && !state.is_between()).then(|| {
                     let id = session.statement_id(state);
@@ -141,6 +153,11 @@ impl ListCore {
             }
         }
         None
+    }
+
+    /// How many sessions are registered.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|shard| read(shard).len()).sum()
     }
 
     pub(crate) fn now(&self) -> u64 {
@@ -158,15 +175,13 @@ impl Shared {
         Some(*taken.get_or_insert_with(|| listing.numbers.fetch_add(1, Relaxed) & GENERATION_MASK))
     }
 
-    /// A statement started (owner): its start time, and its kill time if
-    /// it was born killed (after a session kill).
-    pub(super) fn listing_started(&self, killed: bool) {
+    /// Statement `generation` is about to start (owner, before the CAS
+    /// that starts it): its start time. `at` then `gen`, as for deadlines:
+    /// a listing that reads this `gen` reads this `at` or a later one.
+    pub(super) fn listing_will_start(&self, generation: u64) {
         if let Some(listing) = &self.listing {
-            let now = self.now();
-            listing.started_at.store(now, Relaxed);
-            if killed {
-                listing.killed_at.store(now, Relaxed);
-            }
+            listing.started_at.store(self.now(), Relaxed);
+            listing.started_gen.store(generation, Release);
         }
     }
 
@@ -203,8 +218,12 @@ impl Shared {
     pub(crate) fn row(&self, now: u64) -> Row {
         let state = self.state.snapshot();
         let (started, killed) = self.listing.as_ref().map_or((now, NEVER), |listing| {
+            // A stamp of another statement (one about to start) is no
+            // start time of this one: show it as just started.
+            let stamped = listing.started_gen.load(Acquire) == state.generation();
+            let started = listing.started_at.load(Relaxed);
             (
-                listing.started_at.load(Relaxed),
+                if stamped { started } else { now },
                 listing.killed_at.load(Relaxed),
             )
         });
@@ -232,6 +251,7 @@ impl Shared {
                 _ => None,
             },
             session_killed: state.session_signal(),
+            closed: state.is_closed(),
         }
     }
 }

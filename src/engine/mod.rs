@@ -38,7 +38,7 @@ use crate::table::SideTable;
 use crate::{KillError, KillOutcome, KillPhase, KillSignal, StatementId, DEFAULT_PROBE_INTERVAL};
 
 pub(crate) use events::{Register, Registration};
-pub(crate) use listing::{ListCore, Listing};
+pub(crate) use listing::{ListCore, Listing, Row};
 pub(crate) use reset::Waiting;
 pub(crate) use session::SessionWait;
 

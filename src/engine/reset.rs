@@ -191,6 +191,9 @@ impl Shared {
         // CAS ends it. A failed CAS returns the word, where the loop starts.
         let hint = self.state.hint_for_owner();
         let generation = number(hint);
+        if matches!(end, End::Reset | End::Start) {
+            self.listing_will_start(generation);
+        }
         let mut current = match self.state.try_next_statement_from_hint(generation, end) {
             Ok(ended) => {
                 return Poll::Ready(self.finish_statement(ended, generation, end, None, panics))
@@ -258,6 +261,9 @@ impl Shared {
                 continue;
             }
             let generation = number(current);
+            if born_killed {
+                self.listing_killed(); // before the CAS, after the start stamp
+            }
             let born_with_reason = born_killed
                 && side
                     .as_mut()
@@ -336,7 +342,6 @@ impl Shared {
             End::Idle | End::Close => false,
         };
         if starts {
-            self.listing_started(ended.session_signal().is_some());
             // (Can panic only if the timer thread cannot start.)
             panics.run(|| self.arm_statement(generation, ended.has_probe()));
         }

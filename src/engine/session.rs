@@ -1,9 +1,8 @@
 //! Session kills (`KILL CONNECTION`) and waiting for one.
 
-use std::task::Waker;
-
+use super::Register;
 use super::{table, PublishOnDrop, Shared};
-use crate::callback;
+use crate::callback::{self, FirstPanic, Kind};
 use crate::clock::WaitDeadline;
 use crate::loom::{lock, thread};
 use crate::state::SessionTransition;
@@ -52,33 +51,40 @@ impl Shared {
         let mut leftovers = Leftovers::default();
         leftovers.wake_session_waiters(table);
         drop(side);
-        for wake in leftovers.wake {
-            callback::contained(|| super::serve::wake(wake));
-        }
+        let mut panics = FirstPanic::default();
         if let Some(won) = won {
             self.listing_killed();
             callback::contained(|| log::kill_initiated(self.conn_id(), signal, reason));
             if !won.is_immune() {
-                self.serve_kill(signal, won);
+                panics.run(|| self.serve_kill(signal, won));
             }
         }
+        // Published before the session's waiters wake: a waiter (say, the
+        // connection task) that drops the owner then finds the kill
+        // `Killed`, and never waits for the kill this thread is serving.
         drop(published);
+        for wake in leftovers.wake {
+            let _frame = callback::enter(self.id, Kind::Waker);
+            panics.run(|| super::serve::wake(wake));
+        }
+        panics.resume();
         let running = (!landed.is_between()).then(|| landed.generation());
         (KillOutcome::Sent, running)
     }
 
     /// The session kill's error if it landed (`Some(Some)`), `Some(None)`
     /// if the session closed without one, else `None` with the wake-up
-    /// installed (`waker`, or this thread if `None`).
+    /// installed as `register` says (`Keep`: the one already there).
     pub(crate) fn poll_session_kill(
         &self,
         wait: &mut SessionWait,
-        waker: Option<&Waker>,
+        register: Register<'_>,
     ) -> Option<Option<KillError>> {
         // Cloned outside the lock: a waker is user code.
-        let wake = match waker {
-            Some(waker) => Wake::Task(waker.clone()),
-            None => Wake::Thread(thread::current()),
+        let wake = match register {
+            Register::Keep => None,
+            Register::Task(waker) => Some(Wake::Task(waker.clone())),
+            Register::Thread => Some(Wake::Thread(thread::current())),
         };
         let mut side = lock(&self.side);
         let table = table(&mut side);
@@ -94,26 +100,28 @@ impl Shared {
             None if state.is_closed() => Some(None),
             None => None,
         };
-        let old = match (done.is_some(), wait.id) {
-            (true, Some(id)) => {
+        let old = match (done.is_some(), wait.id, wake) {
+            (true, Some(id), wake) => {
                 wait.id = None;
-                remove(&mut table.session_waiters, id)
+                (remove(&mut table.session_waiters, id), wake)
             }
-            (true, None) => None,
-            (false, Some(id)) => match table.session_waiters.iter_mut().find(|(i, _)| *i == id) {
-                Some(entry) => Some(std::mem::replace(&mut entry.1, wake)),
-                None => {
-                    // Taken by a kill or close we then saw: cannot happen
-                    // (we would have seen it above); register again.
-                    table.session_waiters.push((id, wake));
-                    None
+            (true, None, wake) | (false, _, wake @ None) => (None, wake),
+            (false, Some(id), Some(wake)) => {
+                match table.session_waiters.iter_mut().find(|(i, _)| *i == id) {
+                    Some(entry) => (Some(std::mem::replace(&mut entry.1, wake)), None),
+                    None => {
+                        // (Only a kill or a close takes entries, and we
+                        // would have seen either above.)
+                        table.session_waiters.push((id, wake));
+                        (None, None)
+                    }
                 }
-            },
-            (false, None) => {
+            }
+            (false, None, Some(wake)) => {
                 let id = table.next_waiter();
                 wait.id = Some(id);
                 table.session_waiters.push((id, wake));
-                None
+                (None, None)
             }
         };
         drop(side);
@@ -128,13 +136,23 @@ impl Shared {
         deadline: WaitDeadline,
     ) -> Option<Option<KillError>> {
         loop {
-            if let Some(done) = self.poll_session_kill(wait, None) {
+            if let Some(done) = self.poll_session_kill(wait, Register::Thread) {
                 return Some(done);
             }
             match deadline.left() {
                 None => thread::park(),
                 Some(left) if !left.is_zero() => thread::park_timeout(left),
-                Some(_) => return None,
+                Some(_) => {
+                    // Timed out: keep the registration, forget this thread.
+                    let old = wait.id.and_then(|id| {
+                        let mut side = lock(&self.side);
+                        let waiters = &mut table(&mut side).session_waiters;
+                        let entry = waiters.iter_mut().find(|(i, _)| *i == id)?;
+                        Some(std::mem::replace(&mut entry.1, Wake::Nobody))
+                    });
+                    drop(old);
+                    return None;
+                }
             }
         }
     }

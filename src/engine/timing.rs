@@ -229,10 +229,12 @@ impl Shared {
         if won.is_immune() || !won.has_subscribers() {
             return None; // nothing to serve now: published as `published` drops
         }
-        if !won.has_hook() && !won.has_session_hook() {
-            // Waiters only: a waker is meant to be cheap and never to block
-            // (`Waker::wake`'s contract), so they are woken here, with no
-            // thread to start.
+        if !won.has_hook() {
+            // Waiters and the session's hook only: a waker is meant to be
+            // cheap and never to block (`Waker::wake`'s contract), and so
+            // is a session hook (its contract), so they are served here,
+            // with no thread to start (a server whose every statement can
+            // time out does not start a thread per timeout).
             serve_published(published, signal, won);
             return None;
         }
