@@ -103,7 +103,10 @@ fn hooks_under_kills(outcomes: &Outcomes, sessions: usize, admins: usize, instal
     for thread in threads {
         thread.join().unwrap();
     }
-    let hooks = Arc::into_inner(hooks).unwrap().into_inner().unwrap();
+    let hooks = Arc::into_inner(hooks)
+        .unwrap()
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     // A hook on the wrong statement also leaves its own statement's kill
     // without a hook run: report the late run first.
     for &(id, _, runs_at_reset) in &hooks.ended {

@@ -166,7 +166,7 @@ fn process_list(outcomes: &Outcomes, sessions: u64, kill_by_id: KillQueryId) {
             if kill.outcome == KillOutcome::Sent {
                 conn_history
                     .lock()
-                    .unwrap()
+                    .unwrap_or_else(PoisonError::into_inner)
                     .connection_kills
                     .push(kill.statement);
             }
@@ -213,7 +213,10 @@ fn process_list(outcomes: &Outcomes, sessions: u64, kill_by_id: KillQueryId) {
         }
     }
     drop(sessions_left);
-    let history = Arc::into_inner(history).unwrap().into_inner().unwrap();
+    let history = Arc::into_inner(history)
+        .unwrap()
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     if history.sent.iter().any(|&(_, s)| s == QUERY_ID) {
         outcomes.saw("a KILL QUERY ID landed");
     }

@@ -177,7 +177,10 @@ fn kill_query_storm(
             });
         }
     }
-    Arc::into_inner(history).unwrap().into_inner().unwrap()
+    Arc::into_inner(history)
+        .unwrap()
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The right way: kill the statement the listing showed, by its id.
@@ -287,19 +290,18 @@ fn deadlines_on_a_timer_thread(outcomes: &Outcomes, sessions: usize, deadlines: 
         let (clock, done, watched) = (clock.clone(), Arc::clone(&done), Arc::clone(&watched));
         owners.push(thread::spawn(move || {
             let killer = SqlKiller::with_clock(&clock);
-            let arm =
-                |timeout: Duration| {
-                    let id = killer.statement();
-                    let armed_at = clock.elapsed();
-                    match deadlines {
-                        Deadlines::CratesTimer => killer.set_statement_timeout(timeout),
-                        Deadlines::WatchdogKillsTheCurrentStatement => watched
-                            .lock()
-                            .unwrap()
-                            .push((killer.handle(), id, armed_at + timeout)),
-                    }
-                    armed_at
-                };
+            let arm = |timeout: Duration| {
+                let id = killer.statement();
+                let armed_at = clock.elapsed();
+                match deadlines {
+                    Deadlines::CratesTimer => killer.set_statement_timeout(timeout),
+                    Deadlines::WatchdogKillsTheCurrentStatement => watched
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((killer.handle(), id, armed_at + timeout)),
+                }
+                armed_at
+            };
             // Statement 1: a few checkpoints, then it ends, perhaps killed.
             let armed_at = arm(FIRST_DEADLINE);
             let seen_at_checkpoint = (0..12).any(|_| killer.handle_signal().is_err());
@@ -472,7 +474,7 @@ fn async_waiters(outcomes: &Outcomes, sessions: usize, subscribe: Subscribe) {
                     if outcome == KillOutcome::Sent {
                         history
                             .lock()
-                            .unwrap()
+                            .unwrap_or_else(PoisonError::into_inner)
                             .sent
                             .push((id, KillSignal::QueryInterrupted));
                     }
@@ -503,7 +505,7 @@ fn async_waiters(outcomes: &Outcomes, sessions: usize, subscribe: Subscribe) {
     Arc::into_inner(history)
         .unwrap()
         .into_inner()
-        .unwrap()
+        .unwrap_or_else(PoisonError::into_inner)
         .check();
 }
 
