@@ -244,9 +244,7 @@ impl ProcessList {
             .core
             .sessions()
             .iter()
-            .map(|session| session.row(now))
-            .filter(|row| !row.closed) // leaving: its owner was dropped
-            .map(info)
+            .map(|session| info(session.row(now)))
             .collect();
         rows.sort_by_key(|row| row.conn_id);
         rows

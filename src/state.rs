@@ -321,8 +321,9 @@ pub(crate) enum SessionTransition {
     /// The session is killed; no statement was running, or it was already
     /// killed. Nothing to publish.
     SessionOnly(Snapshot),
-    /// The session was already killed, with this signal.
-    AlreadyKilled(KillSignal),
+    /// The session was already killed, with this signal; the generation of
+    /// the statement running now, if one is.
+    AlreadyKilled(KillSignal, Option<u64>),
     /// The session is closed (its owner dropped).
     Stale,
 }
@@ -552,7 +553,8 @@ impl StateCell {
                 return Step::Stop(SessionTransition::Stale);
             }
             if let Some(first) = current.session_signal() {
-                return Step::Stop(SessionTransition::AlreadyKilled(first));
+                let running = (!current.is_between()).then(|| current.generation());
+                return Step::Stop(SessionTransition::AlreadyKilled(first, running));
             }
             let next = current.with((signal as u64) << SESSION_SHIFT);
             if current.is_between() || current.signal().is_some() {

@@ -763,12 +763,13 @@ fn list_kills_racing_one_sessions_statement_boundaries() {
                     if kill.outcome == KillOutcome::Sent {
                         sent.push((kill.statement.unwrap(), reason));
                     }
+                    thread::yield_now(); // the owner runs on a loaded machine too
                 }
                 sent
             })
         };
         let mut ended = HashMap::new();
-        for n in 0..2000 {
+        for n in 0..600 {
             let id = if n % 2 == 0 {
                 session.start_statement().unwrap()
             } else {
@@ -789,6 +790,179 @@ fn list_kills_racing_one_sessions_statement_boundaries() {
         assert_eq!(sent.len(), ended.len());
         for (stmt, reason) in sent {
             assert_eq!(ended.get(&stmt), Some(&reason), "{stmt:?}");
+        }
+    });
+}
+
+/// Catches: a lookup racing a session's drop and a new registration under
+/// the same id that kills the wrong incarnation (a statement of the
+/// closed session reported `Sent` for the new one), panics, or leaves an
+/// entry behind.
+#[test]
+fn kills_racing_sessions_that_close_and_register_again_under_one_id() {
+    within("kills racing re-registration", HANG, || {
+        let list = ProcessList::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let killer = {
+            let list = list.clone();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut sent = Vec::new();
+                let mut met = Vec::new();
+                while !stop.load(SeqCst) {
+                    match list.kill_query(1, QueryInterrupted, "") {
+                        Ok(kill) => match kill.outcome {
+                            KillOutcome::Sent => sent.push(kill.statement.unwrap()),
+                            KillOutcome::AlreadyKilled(_) => met.push(kill.statement.unwrap()),
+                            KillOutcome::Idle | KillOutcome::Stale => {
+                                assert_eq!(kill.statement, None)
+                            }
+                        },
+                        Err(err) => assert_eq!(err, ProcessListError::NoSuchConn(1)),
+                    }
+                    let _ = list.kill_connection(2, QueryInterrupted, "");
+                    thread::yield_now();
+                }
+                (sent, met)
+            })
+        };
+        let mut killed = HashSet::new();
+        for _ in 0..300 {
+            let session = list.register(1).unwrap();
+            let other = list.register(2).unwrap();
+            let id = session.start_statement().unwrap();
+            thread::yield_now();
+            if session.end_statement().is_err() {
+                killed.insert(id);
+            }
+            let _ = other.start_statement();
+            drop(session);
+            drop(other);
+        }
+        stop.store(true, SeqCst);
+        let (sent, met) = killer.join().unwrap();
+        let sent: HashSet<StatementId> = sent.into_iter().collect();
+        assert_eq!(sent, killed, "each Sent kill is the one its statement saw");
+        assert!(
+            met.iter().all(|id| killed.contains(id)),
+            "AlreadyKilled names a killed statement"
+        );
+        assert!(list.is_empty());
+    });
+}
+
+/// Catches: a second `KILL <conn>` (an operator retrying, `KILL ... SYNC`
+/// style) whose `Kill` names no statement and whose ticket is done at once
+/// while the killed statement still runs: `Kill.statement` is documented
+/// as "the statement it met: killed by it (`Sent`) or before it
+/// (`AlreadyKilled`)", and `kill_query` does name it in the same case.
+#[test]
+fn a_second_kill_connection_names_the_running_statement_and_waits_for_it() {
+    let list = ProcessList::new();
+    let session = list.register(1).unwrap();
+    let stmt = session.start_statement().unwrap();
+    let first = list.kill_connection(1, QueryInterrupted, "").unwrap();
+    assert_eq!(first.statement, Some(stmt));
+    let query = list.kill_query(1, QueryInterrupted, "").unwrap();
+    assert_eq!(query.statement, Some(stmt), "KILL QUERY names it");
+    let again = list.kill_connection(1, QueryInterrupted, "").unwrap();
+    assert_eq!(again.outcome, KillOutcome::AlreadyKilled(QueryInterrupted));
+    assert_eq!(again.statement, Some(stmt));
+    assert!(!again.ticket().is_done(), "the statement still runs");
+    session.end_statement().unwrap_err();
+    assert!(again.ticket().is_done());
+}
+
+/// Catches: a closing session shown as running a statement that never
+/// ran. The owner's drop ends the statement into a new generation (the
+/// list hands it a fresh number) and releases the old statement's waiters
+/// and hooks (user code) before it leaves the list; a listing taken
+/// meanwhile (here by a `KILL ... SYNC` waiter's waker, which runs on the
+/// closing thread) reads that word as neither idle nor killed:
+/// `SessionPhase::Running` with a `query_id` no statement had.
+#[test]
+fn a_closing_session_is_not_listed_as_running() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let list = ProcessList::new();
+    let session = list.register(1).unwrap();
+    let stmt = session.start_statement().unwrap();
+    let mut ticket = list.handle(1).unwrap().ticket(stmt);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (in_waker, waker_list) = (Arc::clone(&seen), list.clone());
+    let waker = Waker::from(Arc::new(support::OnWake(move || {
+        in_waker.lock().unwrap().extend(waker_list.snapshot());
+    })));
+    assert!(std::pin::Pin::new(&mut ticket)
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    drop(session); // the client hung up: the waker runs here
+    let rows = seen.lock().unwrap().clone();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the waker ran once, with the session still listed"
+    );
+    assert_eq!(rows[0].conn_id, 1);
+    assert_ne!(
+        rows[0].phase,
+        SessionPhase::Running,
+        "{:?}: nothing runs in a closing session",
+        rows[0]
+    );
+    assert_eq!(rows[0].query_id, None, "{:?}", rows[0]);
+}
+
+/// Catches: `KILL QUERY ID n` that finds statement n and then kills
+/// whatever runs when the kill lands (the check-then-act of Databend's
+/// and GreptimeDB's KILL): the session ends n and starts the next between
+/// the lookup and the kill, as fast as it can, while the killer aims at
+/// the number it just read.
+#[test]
+fn kill_query_id_racing_a_session_that_ends_and_starts_at_full_speed() {
+    within("kill_query_id racing boundaries", HANG, || {
+        let list = ProcessList::new();
+        let session = list.register(1).unwrap();
+        let handle = list.handle(1).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let owner = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut killed = HashMap::new();
+                while !stop.load(SeqCst) {
+                    let id = session.start_statement().unwrap();
+                    if let Err(KillError::RunawayQueryExceeded { detail }) = session.end_statement()
+                    {
+                        killed.insert(id, detail.into_owned());
+                    }
+                }
+                killed
+            })
+        };
+        let mut sent = Vec::new();
+        for n in 0..20_000u64 {
+            let number = handle.statement().as_u64();
+            let reason = n.to_string();
+            match list.kill_query_id(number, RunawayQueryExceeded, &reason) {
+                Ok(kill) => match kill.outcome {
+                    KillOutcome::Sent | KillOutcome::AlreadyKilled(_) => {
+                        let stmt = kill.statement.unwrap();
+                        assert_eq!(stmt.as_u64(), number, "another statement was hit");
+                        if kill.outcome == KillOutcome::Sent {
+                            sent.push((stmt, reason));
+                        }
+                    }
+                    KillOutcome::Stale => assert_eq!(kill.statement, None),
+                    KillOutcome::Idle => panic!("KILL QUERY ID {number} found the session idle"),
+                },
+                Err(err) => assert_eq!(err, ProcessListError::NoSuchQuery(number)),
+            }
+        }
+        stop.store(true, SeqCst);
+        let killed = owner.join().unwrap();
+        assert_eq!(sent.len(), killed.len());
+        for (stmt, reason) in sent {
+            assert_eq!(killed.get(&stmt), Some(&reason), "{stmt:?}");
         }
     });
 }

@@ -77,8 +77,6 @@ pub(crate) struct Row {
     pub(crate) time_in_statement: Duration,
     pub(crate) killed_for: Option<Duration>,
     pub(crate) session_killed: Option<KillSignal>,
-    /// The owner was dropped; the session is leaving the list.
-    pub(crate) closed: bool,
 }
 
 impl ListCore {
@@ -228,7 +226,9 @@ impl Shared {
             )
         });
         let since = |at: u64| Duration::from_nanos(now.saturating_sub(at));
-        let phase = match (state.is_between(), state.signal()) {
+        // A closed session (its owner dropped, about to leave the list)
+        // runs nothing: listed as idle until it is gone.
+        let phase = match (state.is_between() || state.is_closed(), state.signal()) {
             (true, _) => SessionPhase::Idle,
             (false, None) => SessionPhase::Running,
             (false, Some(signal)) => SessionPhase::Killed(signal),
@@ -251,7 +251,6 @@ impl Shared {
                 _ => None,
             },
             session_killed: state.session_signal(),
-            closed: state.is_closed(),
         }
     }
 }

@@ -33,8 +33,8 @@ impl Shared {
             .transition_to_session_killed(signal, !reason.is_empty());
         let (won, landed) = match transition {
             SessionTransition::Stale => return (KillOutcome::Stale, None),
-            SessionTransition::AlreadyKilled(first) => {
-                return (KillOutcome::AlreadyKilled(first), None)
+            SessionTransition::AlreadyKilled(first, running) => {
+                return (KillOutcome::AlreadyKilled(first), running)
             }
             SessionTransition::SessionOnly(now) => (None, now),
             SessionTransition::Won(won) => (Some(won), won),
@@ -80,6 +80,18 @@ impl Shared {
         wait: &mut SessionWait,
         register: Register<'_>,
     ) -> Option<Option<KillError>> {
+        let (done, replaced) = self.swap_session_wake(wait, register);
+        drop(replaced);
+        done
+    }
+
+    /// [`poll_session_kill`](Self::poll_session_kill), handing back the
+    /// wake-up it replaced (for a timed wait to put back).
+    fn swap_session_wake(
+        &self,
+        wait: &mut SessionWait,
+        register: Register<'_>,
+    ) -> (Option<Option<KillError>>, Option<Wake>) {
         // Cloned outside the lock: a waker is user code.
         let wake = match register {
             Register::Keep => None,
@@ -125,8 +137,15 @@ impl Shared {
             }
         };
         drop(side);
-        drop(old);
-        done
+        // (A replaced wake-up, or one left over: `Some` only when the
+        // registration already had one.)
+        match old {
+            (Some(replaced), _) => (done, Some(replaced)),
+            (None, unused) => {
+                drop(unused);
+                (done, None)
+            }
+        }
     }
 
     /// Blocks until the session is killed or closed, or `deadline` passes.
@@ -135,22 +154,35 @@ impl Shared {
         wait: &mut SessionWait,
         deadline: WaitDeadline,
     ) -> Option<Option<KillError>> {
+        // What this wait replaced (a task's waker from an earlier poll):
+        // put back if the wait times out, so that task is still woken.
+        let mut before: Option<Wake> = None;
+        let mut first = true;
         loop {
-            if let Some(done) = self.poll_session_kill(wait, Register::Thread) {
+            let (done, replaced) = self.swap_session_wake(wait, Register::Thread);
+            if first {
+                before = replaced;
+                first = false;
+            } else {
+                drop(replaced);
+            }
+            if let Some(done) = done {
+                drop(before);
                 return Some(done);
             }
             match deadline.left() {
                 None => thread::park(),
                 Some(left) if !left.is_zero() => thread::park_timeout(left),
                 Some(_) => {
-                    // Timed out: keep the registration, forget this thread.
-                    let old = wait.id.and_then(|id| {
+                    // Timed out: keep the registration as it was.
+                    let restore = before.unwrap_or(Wake::Nobody);
+                    let ours = wait.id.and_then(|id| {
                         let mut side = lock(&self.side);
                         let waiters = &mut table(&mut side).session_waiters;
                         let entry = waiters.iter_mut().find(|(i, _)| *i == id)?;
-                        Some(std::mem::replace(&mut entry.1, Wake::Nobody))
+                        Some(std::mem::replace(&mut entry.1, restore))
                     });
-                    drop(old);
+                    drop(ours);
                     return None;
                 }
             }
