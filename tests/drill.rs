@@ -29,6 +29,9 @@ enum Bug {
     /// The statement boundary forgets to reset the killer: a kill of one
     /// statement is still there when the next one starts.
     NoResetAtTheBoundary,
+    /// Not a bug: the commit flushes two pages, each with a checkpoint,
+    /// inside a kill-immune section (past the point of no return).
+    ImmuneCommit,
 }
 
 /// The test engine: `INSERT INTO target SELECT … FROM source`, 200 rows,
@@ -97,6 +100,14 @@ impl InsertSelect {
             } else {
                 transaction.push(*row);
             }
+        }
+        if self.bug == Bug::ImmuneCommit {
+            let _commit = self.session.kill_immune();
+            for _page in 0..2 {
+                self.session.handle_signal()?; // never fails in here
+            }
+            self.target.append(&mut transaction);
+            return Ok(rows.len());
         }
         self.target.append(&mut transaction); // commit
         Ok(rows.len())
@@ -247,6 +258,17 @@ fn the_drill_finds_a_kill_before_the_start_that_the_pipeline_clears() {
         matches!(failure, Failure::NotKilled(output) if output == "Ok(200)"),
         "{failure}"
     );
+}
+
+#[test]
+fn the_drill_lets_a_statement_complete_when_its_kill_lands_inside_a_kill_immune_commit() {
+    let report = drill(Bug::ImmuneCommit);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.checkpoints, 17);
+    // The two commit checkpoints, and the kill after the last (also inside).
+    assert_eq!(report.landed_immune, 3);
+    assert_eq!(report.completed_after_last, 1);
+    assert_eq!(report.returned_kill, 16);
 }
 
 #[test]
