@@ -59,14 +59,16 @@ pub struct Budget {
     pub depth: usize,
 }
 
-fn config(persistence: FailurePersistence) -> Config {
+/// Shuttle's config for every run; `persist`: write a failing schedule to
+/// [`schedules_dir`]. (Shuttle persists a failure through a panic hook
+/// installed once per process with the first runner's config, or through
+/// the runner's own: the same place everywhere.)
+fn config(persist: bool) -> Config {
     let mut config = Config::new();
-    // Shuttle persists a failure through a panic hook installed once per
-    // process with the first runner's config, or through the runner's own:
-    // the same everywhere, so a failing schedule is always in one place.
-    let persistence = match persistence {
-        FailurePersistence::None => FailurePersistence::None,
-        _ => FailurePersistence::File(Some(schedules_dir())),
+    let persistence = if persist {
+        FailurePersistence::File(Some(schedules_dir()))
+    } else {
+        FailurePersistence::None
     };
     // The crate's own threads (the deadline hand-off) and its unwinding
     // paths need more than shuttle's default 60 KiB stacks.
@@ -97,12 +99,12 @@ impl Scheduled {
         match self {
             Scheduled::Random => run_with(
                 RandomScheduler::new_from_seed(seed, iterations(budget.random)),
-                FailurePersistence::Print,
+                true,
                 scenario,
             ),
             Scheduled::Pct => run_with(
                 PctScheduler::new_from_seed(seed, budget.depth, iterations(budget.pct)),
-                FailurePersistence::Print,
+                true,
                 scenario,
             ),
         }
@@ -120,10 +122,10 @@ impl std::fmt::Display for Scheduled {
 
 fn run_with(
     scheduler: impl Scheduler + 'static,
-    persistence: FailurePersistence,
+    persist: bool,
     scenario: Arc<dyn Fn() + Send + Sync>,
 ) -> std::thread::Result<usize> {
-    let runner = Runner::new(scheduler, config(persistence));
+    let runner = Runner::new(scheduler, config(persist));
     panic::catch_unwind(AssertUnwindSafe(|| runner.run(move || scenario())))
 }
 
@@ -177,10 +179,10 @@ pub fn explore(
 /// Runs a deliberately broken `scenario` under the random scheduler, then
 /// PCT, from [`seed`], and asserts that one of them fails it with a panic
 /// whose message contains one of `expected` (a bug may show as more than
-/// one symptom, depending on the interleaving). Prints the scheduler, the seed, the
-/// execution at which the bug was found and the failing schedule, then
-/// replays that schedule and asserts it fails the same way again: the
-/// failure is deterministic. A twin that passes means the scenario beside
+/// one symptom, depending on the interleaving). Prints the scheduler, the
+/// seed, the execution at which the bug was found and the failing
+/// schedule, then replays that schedule and asserts it fails the same way
+/// again: the failure is deterministic. A twin that passes means the scenario beside
 /// it proves nothing, so that fails the test.
 pub fn assert_found(
     name: &str,
@@ -232,7 +234,7 @@ pub fn assert_found(
     let replayed = quietly(|| {
         run_with(
             ReplayScheduler::new_from_encoded(&schedule),
-            FailurePersistence::None,
+            false,
             Arc::clone(&scenario),
         )
     });
@@ -318,7 +320,7 @@ fn install_quiet_hook() {
         }));
         // Shuttle installs its own hook, over this one, with the config of
         // the first runner in the process: make it ours.
-        Runner::new(RandomScheduler::new(1), config(FailurePersistence::Print)).run(|| {});
+        Runner::new(RandomScheduler::new(1), config(true)).run(|| {});
     });
 }
 
