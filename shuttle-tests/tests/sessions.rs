@@ -135,6 +135,15 @@ fn kill_query_storm(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = killer.statement();
             }
+            // The session closes: the statement after the last, listed but
+            // never run, ends too, so a kill that landed on it is seen.
+            let id = killer.statement();
+            let cleared = killer.reset();
+            history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .ended
+                .push((id, cleared));
             (seen_at_checkpoint, conn)
         }));
     }
@@ -249,7 +258,10 @@ fn broken_kill_query_checks_then_kills_the_current_statement() {
             pct: 2000,
             depth: 3,
         },
-        &["kill on the wrong statement"],
+        // A kill that landed on the next statement also shows as a second
+        // `Sent` to the statement it was aimed at, when another admin's
+        // kill did land there.
+        &["kill on the wrong statement", "two kills of"],
         || {
             let outcomes = Outcomes::default();
             kill_query_storm(&outcomes, 20, 3, 3, 8, |handle, listed, signal| {
