@@ -135,16 +135,8 @@ fn kill_query_storm(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = killer.statement();
             }
-            // The session closes: the statement after the last, listed but
-            // never run, ends too, so a kill that landed on it is seen.
-            let id = killer.statement();
-            let cleared = killer.reset();
-            history
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .ended
-                .push((id, cleared));
-            (seen_at_checkpoint, conn)
+            // The session stays open until every admin is done (below).
+            (seen_at_checkpoint, killer)
         }));
     }
     let mut admin_threads = Vec::new();
@@ -170,11 +162,13 @@ fn kill_query_storm(
             outcomes
         }));
     }
+    let mut open = Vec::new();
     for thread in threads {
-        let (seen, _) = thread.join().unwrap();
+        let (seen, killer) = thread.join().unwrap();
         if seen > 0 {
             outcomes.saw("a kill seen at a checkpoint");
         }
+        open.push(killer);
     }
     for admin in admin_threads {
         for outcome in admin.join().unwrap() {
@@ -185,6 +179,18 @@ fn kill_query_storm(
                 _ => "no kill sent",
             });
         }
+    }
+    // Once the admins are done, the statement each session is on (listed
+    // after its last, never run) ends too, so a kill that landed there is
+    // in the history.
+    for killer in open {
+        let id = killer.statement();
+        let cleared = killer.reset();
+        history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ended
+            .push((id, cleared));
     }
     Arc::into_inner(history)
         .unwrap()
