@@ -966,3 +966,35 @@ fn kill_query_id_racing_a_session_that_ends_and_starts_at_full_speed() {
         }
     });
 }
+
+/// Catches (mutation testing): `is_empty` and the `Debug` forms that do
+/// not look at the list.
+#[test]
+fn is_empty_and_debug_show_the_list() {
+    let list = ProcessList::new();
+    assert!(list.is_empty());
+    let session = list.register(5).unwrap();
+    assert!(!list.is_empty());
+    assert_eq!(format!("{list:?}"), "ProcessList { sessions: 1 }");
+    session.start_statement().unwrap();
+    let kill = list.kill_query(5, QueryInterrupted, "").unwrap();
+    let shown = format!("{kill:?}");
+    assert!(
+        shown.starts_with("Kill { outcome: Sent, statement: Some("),
+        "{shown}"
+    );
+    drop(session);
+    assert!(list.is_empty());
+}
+
+/// Catches (mutation testing): sessions registered in one list starting at
+/// the same statement number (the list hands out one number each).
+#[test]
+fn registered_sessions_start_with_distinct_numbers() {
+    let list = ProcessList::new();
+    let sessions: Vec<_> = (0..4).map(|conn| list.register(conn).unwrap()).collect();
+    let mut numbers: Vec<u64> = sessions.iter().map(|s| s.statement().as_u64()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 4, "{numbers:?}");
+}
