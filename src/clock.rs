@@ -391,7 +391,7 @@ impl WaitDeadline {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 mod real {
     use std::sync::{Arc, OnceLock};
     use std::time::{Duration, Instant};
@@ -445,19 +445,22 @@ mod real {
     }
 }
 
-#[cfg(loom)]
+/// loom and shuttle have no clock, and a process-wide timer thread cannot
+/// outlive one of their executions: there, time is a [`ManualClock`], and a
+/// model's "timer thread" is a thread that advances it.
+#[cfg(any(loom, shuttle))]
 mod real {
     use super::TimerCore;
 
-    const UNDER_LOOM: &str =
-        "sqlkiller: the real clock is not available under loom; make the killer with a ManualClock";
+    const UNDER_A_CHECKER: &str = "sqlkiller: the real clock is not available under loom or \
+                                   shuttle; make the killer with a ManualClock";
 
     pub(super) fn now() -> u64 {
-        panic!("{UNDER_LOOM}")
+        panic!("{UNDER_A_CHECKER}")
     }
 
     pub(super) fn core() -> &'static TimerCore {
-        panic!("{UNDER_LOOM}")
+        panic!("{UNDER_A_CHECKER}")
     }
 }
 

@@ -109,6 +109,7 @@ impl KillHandle {
     /// assert_eq!(worker.check_signal().unwrap_err().code(), 8175);
     /// ```
     #[inline(always)]
+    #[cfg_attr(feature = "testing", track_caller)]
     pub fn check_signal(&self) -> Result<(), KillError> {
         self.shared.check()
     }
@@ -121,6 +122,7 @@ impl KillHandle {
         note = "renamed `check_signal`: it does not run the probe nor serve deferred side effects, unlike `SqlKiller::handle_signal`"
     )]
     #[inline(always)]
+    #[cfg_attr(feature = "testing", track_caller)]
     pub fn handle_signal(&self) -> Result<(), KillError> {
         self.check_signal()
     }

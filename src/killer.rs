@@ -328,6 +328,7 @@ impl SqlKiller {
     /// assert_eq!(filter(&[3], &killer), Err(KillError::QueryInterrupted));
     /// ```
     #[inline(always)]
+    #[cfg_attr(feature = "testing", track_caller)]
     pub fn handle_signal(&self) -> Result<(), KillError> {
         self.shared.handle_signal()
     }

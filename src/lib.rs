@@ -80,7 +80,14 @@
 //! interleaving of the crate's invariants (I1 to I9: `docs/VERIFICATION.md`
 //! lists them with their models); the models live in the `loom-tests`
 //! workspace member, next to deliberately broken models of TiDB's historic
-//! `SQLKiller` bugs that loom must reject.
+//! `SQLKiller` bugs that loom must reject. It also runs under `shuttle`
+//! (the `shuttle-tests` member): scenarios of many sessions, a timer
+//! thread, async tasks and the process list, under randomized schedulers
+//! with replay.
+//!
+//! To check your engine's side, that every kill stops a statement cleanly
+//! wherever it lands, the `testing` feature adds the `drill` module:
+//! a kill at every checkpoint of a statement of yours.
 //!
 //! # Where user code runs, and where its panics go
 //!
@@ -172,6 +179,10 @@ mod callback;
 mod clock;
 mod state;
 mod table;
+
+// The kill drill, for integrators' tests (the `testing` feature).
+#[cfg(feature = "testing")]
+pub mod drill;
 
 // The vocabulary and the facade.
 mod error;

@@ -986,3 +986,15 @@ fn is_empty_and_debug_show_the_list() {
     drop(session);
     assert!(list.is_empty());
 }
+
+/// Catches (mutation testing): sessions registered in one list starting at
+/// the same statement number (the list hands out one number each).
+#[test]
+fn registered_sessions_start_with_distinct_numbers() {
+    let list = ProcessList::new();
+    let sessions: Vec<_> = (0..4).map(|conn| list.register(conn).unwrap()).collect();
+    let mut numbers: Vec<u64> = sessions.iter().map(|s| s.statement().as_u64()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 4, "{numbers:?}");
+}

@@ -2007,3 +2007,28 @@ fn is_session_killed_and_a_dropped_session_wait_forgets_its_waker() {
     assert!(killer.is_session_killed() && killer.handle().is_session_killed());
     assert!(format!("{:?}", killer.session_killed()).contains("QueryInterrupted"));
 }
+
+/// Catches: a `Ticket` whose drop leaves its waker registered (the end
+/// would wake a task that stopped waiting), and a `Debug` that says
+/// nothing.
+#[test]
+fn a_dropped_ticket_forgets_its_waker() {
+    let killer = SqlKiller::new();
+    let stmt = killer.start_statement().unwrap();
+    let woken = Arc::new(AtomicUsize::new(0));
+    let w = Arc::clone(&woken);
+    let waker = Waker::from(Arc::new(OnWake(move || {
+        w.fetch_add(1, SeqCst);
+    })));
+    let mut ticket = killer.handle().ticket(stmt);
+    assert!(format!("{ticket:?}").contains("done: false"), "{ticket:?}");
+    assert!(Pin::new(&mut ticket)
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    drop(ticket);
+    killer.end_statement().unwrap();
+    assert_eq!(woken.load(SeqCst), 0, "a dropped ticket was woken");
+    let mut done = killer.handle().ticket(stmt);
+    assert!(done.is_done());
+    assert!(format!("{done:?}").contains("done: true"), "{done:?}");
+}

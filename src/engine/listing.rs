@@ -29,7 +29,19 @@ use crate::{KillSignal, SessionPhase, StatementId};
 /// on many threads rarely meet, few enough that a listing is cheap.
 const SHARDS: usize = 16;
 
-type Shard = RwLock<HashMap<u64, Arc<Shared>>>;
+type Shard = RwLock<Map>;
+
+/// A shard's map. Under shuttle its hasher is fixed, so that a listing's
+/// order, and so the schedule of a scenario, is the same in a run and in
+/// its replay (std's default hasher is seeded at random per map).
+#[cfg(not(shuttle))]
+type Map = HashMap<u64, Arc<Shared>>;
+#[cfg(shuttle)]
+type Map = HashMap<
+    u64,
+    Arc<Shared>,
+    std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
+>;
 
 /// The list, shared by the `ProcessList` handles.
 pub(crate) struct ListCore {
@@ -70,7 +82,7 @@ pub(crate) struct Row {
 impl ListCore {
     pub(crate) fn new(timer: Timer) -> Arc<ListCore> {
         Arc::new(ListCore {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Map::default())).collect(),
             // Generation 0 is every unlisted session's first: start above it.
             numbers: Arc::new(AtomicU64::new(1)),
             timer,

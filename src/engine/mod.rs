@@ -244,7 +244,10 @@ impl Shared {
 
     /// The owner's checkpoint.
     #[inline(always)]
+    #[cfg_attr(feature = "testing", track_caller)]
     pub(crate) fn handle_signal(self: &Arc<Self>) -> Result<(), KillError> {
+        #[cfg(feature = "testing")]
+        let _drill = crate::drill::checkpoint(self.id, std::panic::Location::caller());
         let state = self.state.load_for_check();
         if state.is_quiet() {
             return Ok(());
@@ -278,7 +281,10 @@ impl Shared {
     /// A worker's checkpoint: the signal of the current statement, unless
     /// inside a kill-immune section; no probe, no deferred delivery.
     #[inline(always)]
+    #[cfg_attr(feature = "testing", track_caller)]
     pub(crate) fn check(&self) -> Result<(), KillError> {
+        #[cfg(feature = "testing")]
+        let _drill = crate::drill::checkpoint(self.id, std::panic::Location::caller());
         let state = self.state.load_for_check();
         if state.is_unkilled() {
             return Ok(());
