@@ -53,7 +53,10 @@ impl SqlKiller {
     /// Returns the statement's kill as the error to send to the client,
     /// with the reason the killer published, even if the kill landed after
     /// the statement's last checkpoint. `Ok(())` if it was not killed, or
-    /// if the session was already idle.
+    /// if the session was already idle, or if the kill landed inside a
+    /// kill-immune section that is still open (past the point of no
+    /// return, the work completed: a COMMIT's client gets its OK). End the
+    /// statement after releasing the section to learn of such a kill.
     ///
     /// ```
     /// use sqlkiller::{KillError, KillSignal, SqlKiller};

@@ -9,7 +9,6 @@
 //! - `KILL QUERY`, `KILL QUERY ID`, `KILL CONNECTION`;
 //! - a connection that ends when its session is killed, even while idle.
 
-use std::future::Future;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +28,8 @@ pub fn open(list: &ProcessList, id: u64, db: &mut Connection, client: TcpStream)
     killer.set_probe_interval(Duration::from_millis(100));
     let _ = killer.set_connection_alive_probe(move || client_alive(&client, id));
     let owner = Arc::clone(&killer); // the checkpoint, which also runs the probe when due
-    let checkpoint = move || owner.handle_signal().is_err();
-    db.progress_handler(1000, Some(checkpoint)).ok()?;
+    db.progress_handler(1000, Some(move || owner.handle_signal().is_err()))
+        .ok()?;
     Some(killer)
 }
 
@@ -46,10 +45,13 @@ pub async fn statement<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<Option<T>, KillError> {
     started(killer.start_statement_async().await?);
-    if let Some(limit) = limit {
-        killer.set_statement_timeout(limit);
-    }
-    let section = immune.then(|| killer.kill_immune());
+    limit.inspect(|&limit| killer.set_statement_timeout(limit));
+    // A COMMIT's section, entered without blocking the runtime on a kill in flight.
+    let section = if immune {
+        Some(killer.kill_immune_async().await)
+    } else {
+        None
+    };
     let out = tokio::task::spawn_blocking(work).await.ok();
     drop(section); // ended after the section, a kill that landed in it is reported: logged, not sent
     match killer.end_statement_async().await {
@@ -80,7 +82,6 @@ pub fn kill(list: &ProcessList, target: Target) -> Result<bool, ProcessListError
 }
 
 /// Serves a connection until `serve` ends or its session is killed.
-pub async fn serve_until_killed(killer: &SqlKiller, serve: impl Future<Output = ()>) {
-    let killed = killer.session_killed();
-    tokio::select! { () = serve => {}, _ = killed => {} }
+pub async fn serve_until_killed(killer: &SqlKiller, serve: impl std::future::Future<Output = ()>) {
+    tokio::select! { () = serve => {}, _ = killer.session_killed() => {} }
 }
