@@ -29,10 +29,6 @@
 //! The kill wiring is all in `kill.rs`; `wire.rs` writes the error packets
 //! opensrv-mysql cannot; `sql.rs` reads our statements and runs SQLite's.
 
-mod kill;
-mod sql;
-mod wire;
-
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -50,8 +46,9 @@ use rusqlite::Connection;
 use sqlkiller::{ProcessList, SessionPhase, StatementId};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::sql::{Cell, Command, Reply};
-use crate::wire::{Door, Out};
+use sqlkiller_mysql_server::kill;
+use sqlkiller_mysql_server::sql::{self, Cell, Command, Reply};
+use sqlkiller_mysql_server::wire::{Door, Out};
 
 const USAGE: &str = "usage: sqlkiller-mysql-server [--port N] [--rows N]
   --port N   TCP port on 127.0.0.1 (default 3306; 0 picks a free one)
