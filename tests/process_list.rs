@@ -998,3 +998,20 @@ fn registered_sessions_start_with_distinct_numbers() {
     numbers.dedup();
     assert_eq!(numbers.len(), 4, "{numbers:?}");
 }
+
+/// Catches (mutation testing): an idle row showing time in a statement
+/// when the start that stamped it was refused (a session killed as a
+/// whole stays idle; nothing runs).
+#[test]
+fn a_refused_start_leaves_the_row_idle_with_no_time() {
+    let clock = ManualClock::new();
+    let list = ProcessList::with_clock(&clock);
+    let session = list.register(3).unwrap();
+    let _ = list.kill_connection(3, QueryInterrupted, "").unwrap();
+    assert!(session.start_statement().is_err());
+    clock.advance(7 * SEC);
+    let row = &list.snapshot()[0];
+    assert_eq!(row.phase, SessionPhase::Idle);
+    assert_eq!(row.time_in_statement, Duration::ZERO);
+    assert_eq!(row.session_killed, Some(QueryInterrupted));
+}

@@ -2032,3 +2032,47 @@ fn a_dropped_ticket_forgets_its_waker() {
     assert!(done.is_done());
     assert!(format!("{done:?}").contains("done: true"), "{done:?}");
 }
+
+/// Catches (mutation testing): a second poll of a session-kill wait that
+/// adds an entry instead of replacing its waker (both tasks would be
+/// woken), and a `wait_timeout` that gives up before its timeout.
+#[test]
+fn a_session_kill_wait_replaces_its_waker_and_waits_out_its_timeout() {
+    let killer = SqlKiller::new();
+    let counts: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
+    let wakers: Vec<Waker> = counts
+        .iter()
+        .map(|count| {
+            let c = Arc::clone(count);
+            Waker::from(Arc::new(OnWake(move || {
+                c.fetch_add(1, SeqCst);
+            })))
+        })
+        .collect();
+    let mut killed = killer.session_killed();
+    for waker in &wakers {
+        assert!(Pin::new(&mut killed)
+            .poll(&mut Context::from_waker(waker))
+            .is_pending());
+    }
+    let _ = killer.handle().kill_session(QueryInterrupted, "");
+    assert_eq!(
+        (counts[0].load(SeqCst), counts[1].load(SeqCst)),
+        (0, 1),
+        "only the last waker is woken"
+    );
+
+    within("a timed session-kill wait", HANG, || {
+        let killer = SqlKiller::new();
+        let mut killed = killer.session_killed();
+        let handle = killer.handle();
+        let killing = thread::spawn(move || {
+            thread::sleep(50 * MS);
+            handle.kill_session(QueryInterrupted, "")
+        });
+        // A long timeout: the kill comes first, however loaded the machine.
+        let outcome = killed.wait_timeout(60 * SEC);
+        assert_eq!(killing.join().unwrap(), KillOutcome::Sent);
+        assert_eq!(outcome.map(|e| e.map(|e| e.code())), Some(Some(1317)));
+    });
+}
