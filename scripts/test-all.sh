@@ -11,13 +11,18 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all --check
 
+# The example server's dev-dependency turns on the crate's `testing`
+# feature in any build that includes the example, so the crate itself is
+# also linted and tested on its own (`-p sqlkiller`), as users build it.
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy --all-targets --features tracing -- -D warnings
-cargo clippy --all-targets --features testing -- -D warnings
+cargo clippy -p sqlkiller --all-targets -- -D warnings
+cargo clippy -p sqlkiller --all-targets --features tracing -- -D warnings
+cargo clippy -p sqlkiller --all-targets --features testing -- -D warnings
 
 step "unit, integration and doc tests"
-cargo test --workspace
+cargo test -p sqlkiller
+cargo test --workspace --exclude sqlkiller
 cargo test --features tracing --lib --tests
 cargo test --features testing --lib --test drill
 cargo test --features testing --doc drill

@@ -175,7 +175,9 @@ impl ProcessList {
     /// A new session registered under `conn_id` (its
     /// [`conn_id`](SqlKiller::conn_id) is set). It starts idle and leaves
     /// the list when the returned killer is dropped; the id may then be
-    /// registered again.
+    /// registered again. The list knows it by this id for good: a later
+    /// `set_conn_id` changes the id its errors report, not the one it is
+    /// listed and killed under.
     pub fn register(&self, conn_id: u64) -> Result<SqlKiller, ProcessListError> {
         match self.core.register(conn_id) {
             Some(shared) => Ok(SqlKiller { shared }),

@@ -270,13 +270,13 @@ impl Snapshot {
         Snapshot(self.0 | flags)
     }
 
-    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^45.
+    /// `Idle(g + 1)`, keeping only the session-wide bits. Wraps after 2^44.
     #[cfg(test)]
     pub(crate) const fn next_generation(self) -> Snapshot {
         self.to_generation(self.generation().wrapping_add(1))
     }
 
-    /// `Idle(generation)` (taken modulo 2^45), keeping only the
+    /// `Idle(generation)` (taken modulo 2^44), keeping only the
     /// session-wide bits.
     pub(crate) const fn to_generation(self, generation: u64) -> Snapshot {
         // The generation and the sticky flags are disjoint: `+` is `|`.

@@ -234,7 +234,9 @@ impl Shared {
             (false, Some(signal)) => SessionPhase::Killed(signal),
         };
         Row {
-            conn_id: self.conn_id(),
+            // The id it is listed (and looked up) under, whatever
+            // `set_conn_id` did since.
+            conn_id: self.listing.as_ref().map_or(self.conn_id(), |l| l.conn_id),
             statement: self.statement_id(state),
             phase,
             time_in_statement: match phase {

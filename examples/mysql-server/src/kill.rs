@@ -38,7 +38,7 @@ pub fn open(list: &ProcessList, id: u64, db: &mut Connection, client: TcpStream)
 /// whose outcome a kill cannot change. `started` learns the statement's id.
 /// `None` in `Ok`: `work` panicked.
 pub async fn statement<T: Send + 'static>(
-    killer: &SqlKiller,
+    killer: &Owner,
     limit: Option<Duration>,
     immune: bool,
     started: impl FnOnce(sqlkiller::StatementId),
@@ -46,14 +46,15 @@ pub async fn statement<T: Send + 'static>(
 ) -> Result<Option<T>, KillError> {
     started(killer.start_statement_async().await?);
     limit.inspect(|&limit| killer.set_statement_timeout(limit));
-    // A COMMIT's section, entered without blocking the runtime on a kill in flight.
-    let section = if immune {
-        Some(killer.kill_immune_async().await)
-    } else {
-        None
+    // A COMMIT's section is held by the COMMIT itself, on its blocking thread:
+    // it lasts while the COMMIT runs, even if the connection is torn down.
+    let owner = Arc::clone(killer);
+    let work = move || {
+        let _section = immune.then(|| owner.kill_immune());
+        work()
     };
     let out = tokio::task::spawn_blocking(work).await.ok();
-    drop(section); // ended after the section, a kill that landed in it is reported: logged, not sent
+    // Ended after the section: a kill that landed in it is reported (logged, not sent).
     match killer.end_statement_async().await {
         Err(e) if immune => {
             eprintln!(
@@ -81,7 +82,10 @@ pub fn kill(list: &ProcessList, target: Target) -> Result<bool, ProcessListError
     }
 }
 
-/// Serves a connection until `serve` ends or its session is killed.
+/// Serves a connection until `serve` ends or its session is killed, then
+/// leaves it idle.
 pub async fn serve_until_killed(killer: &SqlKiller, serve: impl std::future::Future<Output = ()>) {
     tokio::select! { () = serve => {}, _ = killer.session_killed() => {} }
+    // Idle before the owner is dropped: the drop then waits for no kill here.
+    let _ = killer.end_statement_async().await;
 }

@@ -134,6 +134,9 @@ pub enum Cell {
     Blob(Vec<u8>),
 }
 
+/// The most rows a result set may have (it is held in memory until sent).
+pub const MAX_ROWS: usize = 1_000_000;
+
 /// What the client gets, unless a kill decides otherwise.
 #[derive(Debug)]
 pub enum Reply {
@@ -207,6 +210,13 @@ pub fn execute(db: &Connection, sql: &str) -> Reply {
     let mut rows = Vec::new();
     let mut cursor = stmt.raw_query();
     loop {
+        if rows.len() == MAX_ROWS {
+            // Results are buffered before they are sent: a bound keeps one
+            // client from taking the server's memory (1104 is MySQL's
+            // ER_TOO_BIG_SELECT).
+            let message = format!("The result set has more than {MAX_ROWS} rows");
+            return Reply::Error(1104, "42000", message);
+        }
         match cursor.next() {
             Ok(Some(row)) => rows.push(
                 (0..columns.len())
