@@ -246,10 +246,11 @@ impl Shared {
             killed_for: match phase {
                 // A kill stamped before this statement started is an
                 // earlier statement's: this one's is still being stamped.
-                SessionPhase::Killed(_) if killed != NEVER && killed >= started => {
-                    Some(since(killed))
-                }
-                SessionPhase::Killed(_) => Some(Duration::ZERO),
+                SessionPhase::Killed(_) => Some(if killed != NEVER && killed >= started {
+                    since(killed)
+                } else {
+                    Duration::ZERO
+                }),
                 _ => None,
             },
             session_killed: state.session_signal(),
