@@ -2076,3 +2076,37 @@ fn a_session_kill_wait_replaces_its_waker_and_waits_out_its_timeout() {
         assert_eq!(outcome.map(|e| e.map(|e| e.code())), Some(Some(1317)));
     });
 }
+
+/// Catches (mutation testing): an async end that does not wait for a hook
+/// taken out of the table and still running on another thread (a hook
+/// installed on a statement already killed runs at once, on the
+/// installer's thread); nothing of a statement may run after its end.
+#[test]
+fn end_statement_async_waits_for_a_hook_run_at_install_on_another_thread() {
+    within("an async end and a hook run at install", HANG, || {
+        let killer = SqlKiller::new();
+        let stmt = killer.start_statement().unwrap();
+        assert_eq!(killer.send_kill_signal(QueryInterrupted), KillOutcome::Sent);
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let handle = killer.handle();
+        let installer = thread::spawn(move || {
+            handle.set_cancel_hook_for(stmt, move || {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        });
+        started_rx.recv().unwrap(); // the hook is running, on the installer's thread
+        let mut end = Box::pin(killer.end_statement_async());
+        assert!(
+            poll_once(&mut end).is_pending(),
+            "the end returned while the statement's hook ran"
+        );
+        release_tx.send(()).unwrap();
+        assert_eq!(installer.join().unwrap(), HookStatus::Ran);
+        assert_eq!(
+            current_thread().block_on(end),
+            Err(KillError::QueryInterrupted)
+        );
+    });
+}

@@ -264,10 +264,10 @@ impl Shared {
             if born_killed {
                 self.listing_killed(); // before the CAS, after the start stamp
             }
-            let born_with_reason = born_killed
-                && side
-                    .as_mut()
-                    .is_some_and(|side| !table(side).session_reason.is_empty());
+            let born_with_reason = match side.as_mut() {
+                Some(side) if born_killed => !table(side).session_reason.is_empty(),
+                _ => false,
+            };
             if let Err(actual) =
                 self.state
                     .transition_to_next_statement(current, generation, end, born_with_reason)
