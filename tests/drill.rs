@@ -32,6 +32,9 @@ enum Bug {
     /// Not a bug: the commit flushes two pages, each with a checkpoint,
     /// inside a kill-immune section (past the point of no return).
     ImmuneCommit,
+    /// Not a bug: a kill in the write phase rolls back inside a kill-immune
+    /// section whose cleanup has three checkpoints of its own.
+    ImmuneRollback,
 }
 
 /// The test engine: `INSERT INTO target SELECT … FROM source`, 200 rows,
@@ -92,7 +95,15 @@ impl InsertSelect {
         for (i, row) in rows.iter().enumerate() {
             if i % 50 == 0 {
                 // On a kill the transaction is dropped: rolled back.
-                self.session.handle_signal()?;
+                if let Err(kill) = self.session.handle_signal() {
+                    if self.bug == Bug::ImmuneRollback {
+                        let _rollback = self.session.kill_immune();
+                        for _page in 0..3 {
+                            let _ = self.session.handle_signal(); // passes in here
+                        }
+                    }
+                    return Err(kill);
+                }
             }
             self.step();
             if self.bug == Bug::PartialWriteOnKill {
@@ -258,6 +269,16 @@ fn the_drill_finds_a_kill_before_the_start_that_the_pipeline_clears() {
         matches!(failure, Failure::NotKilled(output) if output == "Ok(200)"),
         "{failure}"
     );
+}
+
+/// Catches: a drill that counts the checkpoints of a rollback inside a
+/// kill-immune section, after the kill, as an error swallowed (they pass
+/// by design there).
+#[test]
+fn the_drill_passes_a_rollback_with_checkpoints_inside_a_kill_immune_section() {
+    let report = drill(Bug::ImmuneRollback);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.most_after_kill, 0);
 }
 
 #[test]

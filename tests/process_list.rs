@@ -1015,3 +1015,27 @@ fn a_refused_start_leaves_the_row_idle_with_no_time() {
     assert_eq!(row.time_in_statement, Duration::ZERO);
     assert_eq!(row.session_killed, Some(QueryInterrupted));
 }
+
+/// Catches: a listing that shows the id `set_conn_id` gave a session,
+/// while kills look it up by the id it was registered under: an admin
+/// reading the listing would kill another connection.
+#[test]
+fn a_listing_shows_the_id_kills_look_up() {
+    let list = ProcessList::new();
+    let renamed = list.register(7).unwrap();
+    renamed.set_conn_id(8);
+    let other = list.register(8).unwrap();
+    let stmt = renamed.start_statement().unwrap();
+    other.start_statement().unwrap();
+    let ids: Vec<u64> = list.snapshot().iter().map(|row| row.conn_id).collect();
+    assert_eq!(ids, [7, 8]);
+    let row = list
+        .snapshot()
+        .into_iter()
+        .find(|row| row.conn_id == 7)
+        .unwrap();
+    assert_eq!(row.statement, Some(stmt));
+    let kill = list.kill_query(row.conn_id, QueryInterrupted, "").unwrap();
+    assert_eq!(kill.statement, Some(stmt));
+    assert!(renamed.handle_signal().is_err() && other.handle_signal().is_ok());
+}
