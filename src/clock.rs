@@ -374,6 +374,14 @@ impl std::fmt::Debug for ManualClock {
     }
 }
 
+/// The process's monotonic clock, for what is measured and reported but
+/// never decides anything (the kill drill's gaps between checkpoints).
+/// Time enters the crate here, in this module, and nowhere else.
+#[cfg(feature = "testing")]
+pub(crate) fn monotonic_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 /// A deadline of a blocking wait (`KillEvent::wait_timeout`), on the real clock.
 pub(crate) struct WaitDeadline(Option<std::time::Instant>);
 

@@ -301,7 +301,7 @@ impl Drill {
             signal: self.signal,
             reason,
             clock: self.clock.clone(),
-            epoch: Instant::now(),
+            epoch: crate::clock::monotonic_now(),
             state: Mutex::new(RunState {
                 plan,
                 seen: 0,
@@ -835,7 +835,12 @@ impl Recorder {
 
     fn tick(&self) -> u64 {
         match &self.clock {
-            Clock::Monotonic => u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Clock::Monotonic => u64::try_from(
+                crate::clock::monotonic_now()
+                    .saturating_duration_since(self.epoch)
+                    .as_nanos(),
+            )
+            .unwrap_or(u64::MAX),
             Clock::Work { read, .. } => read(),
         }
     }
