@@ -1011,4 +1011,12 @@ mod tests {
         assert_eq!(sample(3, 2).collect::<Vec<_>>(), [1, 3]);
         assert_eq!(sample(0, 2).count(), 0);
     }
+
+    #[test]
+    fn a_drill_shows_its_settings() {
+        let drill = super::Drill::new("scan").max_kills(8);
+        let shown = format!("{drill:?}");
+        assert!(shown.starts_with("Drill { name: \"scan\""), "{shown}");
+        assert!(shown.contains("max_kills: 8"), "{shown}");
+    }
 }
