@@ -517,3 +517,48 @@ fn the_drill_passes_an_insert_select_on_sqlite() {
     assert!(report.checkpoints > 64, "{report}");
     assert_eq!(report.kills_delivered, 66, "{report}");
 }
+
+/// Replaces the line and column of every `tests/drill.rs:L:C` with `L:C`,
+/// so a report can be compared whole.
+fn without_line_numbers(report: &str) -> String {
+    let mut out = String::new();
+    let mut rest = report;
+    while let Some(at) = rest.find("drill.rs:") {
+        out.push_str(&rest[..at + "drill.rs:".len()]);
+        rest = &rest[at + "drill.rs:".len()..];
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == ':'))
+            .unwrap_or(rest.len());
+        out.push_str("L:C");
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Catches (mutation testing): a report that misstates what the drill
+/// found: its failures, kill points, gaps and their unit, in the text an
+/// integrator reads.
+#[test]
+fn the_report_says_what_was_found_where() {
+    let swallowed = without_line_numbers(&drill(Bug::SwallowedBeforeTheWrite).to_string());
+    assert_eq!(
+        swallowed,
+        "kill drill test engine, SwallowedBeforeTheWrite: FAILED (1 failure)
+  checkpoints: 15 in the unkilled run (15 in the last run, after the kills)
+  kills delivered: 17 of 17 (before the start, at every checkpoint, after the last)
+  returned the kill's error: 16; completed with the kill after the last checkpoint: 1; landed in a kill-immune section: 0
+  checkpoints run after a kill: at most 1 (bound 0)
+  longest gap: 50 rows, from checkpoint 12 to checkpoint 13 (tests/drill.rs:L:C -> tests/drill.rs:L:C)
+  failure, kill at checkpoint 11: ran 1 more checkpoints after the kill (bound 0): its error was swallowed
+"
+    );
+    let no_checkpoint = without_line_numbers(&drill(Bug::LoopWithoutCheckpoint).to_string());
+    assert!(
+        no_checkpoint.contains(
+            "  failure, unkilled run: 1 gap(s) over the budget of 100 rows; the longest: 5020 rows, \
+             from checkpoint 10 to checkpoint 11 (tests/drill.rs:L:C -> tests/drill.rs:L:C)"
+        ),
+        "{no_checkpoint}"
+    );
+}
