@@ -1012,6 +1012,35 @@ mod tests {
         assert_eq!(sample(0, 2).count(), 0);
     }
 
+    /// Shows its text as it is.
+    struct Raw(String);
+
+    impl std::fmt::Debug for Raw {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_output_is_cut_to_160_bytes_at_a_char_boundary() {
+        let exact = "a".repeat(160);
+        assert_eq!(super::short(&Raw(exact.clone())), exact);
+        assert_eq!(super::short(&Raw("a".repeat(200))), "a".repeat(160) + "…");
+        // `é` takes bytes 159 and 160: the cut goes back to 159.
+        let wide = "a".repeat(159) + "é" + &"b".repeat(10);
+        assert_eq!(super::short(&Raw(wide)), "a".repeat(159) + "…");
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        let owned: Box<dyn std::any::Any + Send> = Box::new(String::from("owned"));
+        let borrowed: Box<dyn std::any::Any + Send> = Box::new("borrowed");
+        let other: Box<dyn std::any::Any + Send> = Box::new(7_u8);
+        assert_eq!(super::panic_message(&*owned), "owned");
+        assert_eq!(super::panic_message(&*borrowed), "borrowed");
+        assert_eq!(super::panic_message(&*other), "a panic without a message");
+    }
+
     #[test]
     fn a_drill_shows_its_settings() {
         let drill = super::Drill::new("scan").max_kills(8);
